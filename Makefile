@@ -1,0 +1,53 @@
+# The two commands a fresh clone needs: `make run` and `make test`. Both build .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Demo data and the lake live under .mlops/ (runtime state, never committed).
+DATA ?= .mlops
+SOURCE ?= $(DATA)/landing
+LAKE ?= $(DATA)/lake
+SPEC ?= datasets/demo.yaml
+ROWS ?= 200000
+FILES ?= 8
+SEED ?= 7
+# Keep this checkout's Prefect state (ephemeral API database) inside the checkout.
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+
+.PHONY: run test lint typecheck demo-data clean help
+
+help:
+	@echo "make run   - generate demo data (once) and run the whole pipeline on it"
+	@echo "make test  - run the test suite"
+	@echo "make lint  - ruff and mypy"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Reinstall only when the package metadata changes.
+$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@ $(VENV)/.run-installed
+
+$(SOURCE):
+	$(BIN)/mlops demo-data --out $(SOURCE) --rows $(ROWS) --files $(FILES) --seed $(SEED)
+
+demo-data: $(VENV)/.run-installed $(SOURCE)
+
+run: $(VENV)/.run-installed $(SOURCE)
+	$(BIN)/mlops run --spec $(SPEC) --source $(SOURCE) --lake $(LAKE)
+
+test: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(DATA) .prefect .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,149 @@
+"""The ``mlops`` command: run the pipeline, make demo data, operate the model registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+# Defaults for a local run; any value the user set wins.
+_ENV_DEFAULTS = {
+    # A fresh ephemeral Prefect API migrates its database first; 20 s (Prefect's default)
+    # is not enough on a small or busy machine.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    # The ephemeral server's telemetry would phone home from machines that may have no
+    # network, and competes with the run for the SQLite database.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlops", description="Landing files to a safely promoted XGBoost model."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the whole pipeline (ingest, validate, train, promote)")
+    run.add_argument("--spec", required=True, help="dataset spec YAML (path or URI)")
+    run.add_argument("--source", required=True, help="landing folder or file (path or s3:// URI)")
+    run.add_argument("--lake", required=True, help="lake root (path or s3:// URI)")
+    run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+    demo = sub.add_parser("demo-data", help="write synthetic landing files for the demo spec")
+    demo.add_argument("--out", required=True, help="folder to write the landing files to")
+    demo.add_argument("--rows", type=int, default=200_000)
+    demo.add_argument("--files", type=int, default=8)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--defects", action="store_true", help="damage some files on purpose")
+
+    registry = sub.add_parser("registry", help="inspect and operate the model registry")
+    registry.add_argument("--lake", required=True, help="lake root (path or s3:// URI)")
+    rsub = registry.add_subparsers(dest="action", required=True)
+    listing = rsub.add_parser("list", help="every version, oldest first; * marks the champion")
+    listing.add_argument("model")
+    listing.add_argument("--json", action="store_true")
+    show = rsub.add_parser("show", help="a version's metadata (default: the champion)")
+    show.add_argument("model")
+    show.add_argument("version", nargs="?")
+    rollback = rsub.add_parser("rollback", help="make the previous (or a given) version champion")
+    rollback.add_argument("model")
+    rollback.add_argument("--to", help="version to make champion (default: the previous champion)")
+    rollback.add_argument("--reason", default="")
+    promote = rsub.add_parser("promote", help="make a given version champion by hand")
+    promote.add_argument("model")
+    promote.add_argument("version")
+    promote.add_argument("--reason", default="")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from flows.pipeline import ml_pipeline
+
+    result = ml_pipeline(spec=args.spec, source=args.source, lake=args.lake)
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        print("\n" + result.summary())
+    return 0
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from tasks.demo_data import write_demo_data
+
+    written = write_demo_data(
+        args.out, rows=args.rows, files=args.files, seed=args.seed, defects=args.defects
+    )
+    for f in written:
+        print(f"{f.path}\t{f.rows} rows" + (f"\tdefect: {f.defect}" if f.defect else ""))
+    return 0
+
+
+def _registry(args: argparse.Namespace) -> int:
+    from blocks.registry import ModelRegistry
+
+    registry = ModelRegistry(lake=args.lake)
+    if args.action == "list":
+        champion = registry.champion(args.model)
+        versions = registry.versions(args.model)
+        if args.json:
+            rows: list[dict[str, Any]] = [
+                {
+                    "version": m.version,
+                    "champion": m.version == champion,
+                    "created_at": m.created_at.isoformat(),
+                    "dataset_version": m.dataset_version,
+                    "metric": m.metric,
+                    "value": m.metrics.get(m.metric),
+                }
+                for m in versions
+            ]
+            print(json.dumps(rows, indent=2))
+            return 0
+        if not versions:
+            print(f"model '{args.model}' has no versions in {args.lake}")
+        for m in versions:
+            mark = "*" if m.version == champion else " "
+            value = m.metrics.get(m.metric)
+            print(
+                f"{mark} {m.version}  {m.created_at:%Y-%m-%d %H:%M:%S}  data {m.dataset_version}  "
+                f"{m.metric}={value:.4f}"
+            )
+        return 0
+    if args.action == "show":
+        version = args.version or registry.champion(args.model)
+        if version is None:
+            print(f"error: model '{args.model}' has no champion; name a version", file=sys.stderr)
+            return 1
+        print(registry.metadata(args.model, version).model_dump_json(indent=2))
+        return 0
+    if args.action == "rollback":
+        decision = registry.rollback(args.model, to=args.to, reason=args.reason)
+    else:
+        decision = registry.promote(args.model, args.version, reason=args.reason)
+    print(f"champion of {args.model}: {decision.champion_before} -> {decision.champion_after}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    for name, value in _ENV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    from tasks.errors import MlopsError
+
+    handlers = {"run": _run, "demo-data": _demo_data, "registry": _registry}
+    try:
+        return handlers[args.command](args)
+    except (MlopsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

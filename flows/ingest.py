@@ -1,0 +1,28 @@
+"""Ingestion stage: landing files → typed Parquet partitions → a dataset version manifest."""
+
+from __future__ import annotations
+
+from prefect import flow, unmapped
+
+from tasks.artifacts import publish_ingest_summary
+from tasks.cluster import stage_task_runner
+from tasks.errors import SourceError
+from tasks.ingest import build_version_task, discover_sources_task, ingest_file_task
+from tasks.models import IngestResult
+from tasks.spec import load_spec
+
+
+@flow(name="ingest", task_runner=stage_task_runner())
+def ingest_flow(spec: str, source: str, lake: str) -> IngestResult:
+    """Ingest every landing file under ``source`` into ``lake`` and write a dataset version."""
+    dataset = load_spec(spec)
+    files = discover_sources_task(source)
+    outcomes = ingest_file_task.map(
+        source_uri=files, spec=unmapped(dataset), lake=unmapped(lake)
+    ).result()
+    if not any(o.partition for o in outcomes):
+        reasons = "\n  ".join(o.quarantined.reason for o in outcomes if o.quarantined)
+        raise SourceError(f"none of the {len(files)} landing file(s) could be ingested:\n  {reasons}")
+    result = build_version_task(spec=dataset, lake=lake, source=source, outcomes=outcomes)
+    publish_ingest_summary(result)
+    return result

@@ -1,0 +1,38 @@
+"""Validation stage: the spec's Great Expectations suite on every partition of a dataset version."""
+
+from __future__ import annotations
+
+from prefect import flow, unmapped
+
+from tasks.artifacts import publish_validation_report
+from tasks.cluster import stage_task_runner
+from tasks.errors import ValidationFailed
+from tasks.ingest import load_version
+from tasks.lake import Lake
+from tasks.models import ValidationReport
+from tasks.spec import load_spec
+from tasks.validate import (
+    build_report_task,
+    check_expectations_task,
+    failure_message,
+    known_results_task,
+    validate_partition_task,
+)
+
+
+@flow(name="validate", task_runner=stage_task_runner())
+def validate_flow(spec: str, lake: str, dataset_version: str | None = None) -> ValidationReport:
+    """Validate a dataset version (default: the latest); fail below the spec's threshold."""
+    dataset = load_spec(spec)
+    check_expectations_task(dataset)
+    version = load_version(Lake(lake), dataset.name, dataset_version)
+    done, pending = known_results_task(lake=lake, spec=dataset, partitions=version.partitions)
+    # Only partitions this suite has not seen yet reach the cluster.
+    fresh = validate_partition_task.map(
+        partition=pending, spec=unmapped(dataset), lake=unmapped(lake)
+    ).result() if pending else []
+    report = build_report_task(spec=dataset, lake=lake, version=version, results=[*done, *fresh])
+    publish_validation_report(report)
+    if not report.passed:
+        raise ValidationFailed(failure_message(report, version))
+    return report

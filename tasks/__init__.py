@@ -1,0 +1,1 @@
+"""Stage logic: plain typed functions and the thin Prefect tasks over them."""

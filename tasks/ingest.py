@@ -1,0 +1,303 @@
+"""Ingestion: landing files become typed, content-addressed Parquet partitions.
+
+One landing file makes one partition named by the hash of the file's bytes and of the
+spec's schema, so an unchanged file is never processed twice and a changed file becomes a
+new partition. A file that cannot be read or cast is quarantined with the reason; the
+others go on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import posixpath
+import zlib
+from collections.abc import Iterable
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from prefect import task
+
+from tasks.errors import LakeError, PartitionError, SourceError
+from tasks.lake import Lake
+from tasks.models import (
+    DatasetVersion,
+    IngestOutcome,
+    IngestResult,
+    PartitionRef,
+    QuarantineRecord,
+)
+from tasks.spec import ColumnSpec, DatasetSpec, stable_hash
+
+SUFFIXES: tuple[str, ...] = (".csv.gz", ".csv", ".parquet")
+NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
+PARTITION_METADATA_KEY = b"mlops.partition"
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "string": pa.string(),
+    "datetime": pa.timestamp("us"),
+}
+
+
+# Discovery ---------------------------------------------------------------------------------
+def source_format(uri: str) -> str | None:
+    """``csv``, ``csv.gz`` or ``parquet`` from the file name; None for anything else."""
+    name = uri.lower()
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            return suffix.lstrip(".")
+    return None
+
+
+def discover_sources(source: str) -> list[str]:
+    """Every landing file under ``source`` (a folder, a single file, local or ``s3://``)."""
+    fs, root = fsspec.core.url_to_fs(source)
+    try:
+        if not fs.exists(root):
+            raise SourceError(f"{source}: landing location does not exist")
+        paths = [root] if fs.isfile(root) else fs.find(root)
+    except PermissionError as err:
+        raise SourceError(f"{source}: cannot list landing location: {err}") from None
+    # Hidden and underscore files are conventions for in-flight uploads and markers.
+    files = sorted(
+        fs.unstrip_protocol(p)
+        for p in paths
+        if source_format(p) and not posixpath.basename(p).startswith((".", "_"))
+    )
+    if not files:
+        raise SourceError(
+            f"{source}: no landing files found (looked for {', '.join(SUFFIXES)}; "
+            "hidden and _-prefixed files are ignored)"
+        )
+    return files
+
+
+# Reading and casting -------------------------------------------------------------------
+def read_table(data: bytes, *, fmt: str, uri: str, spec: DatasetSpec) -> pa.Table:
+    """Parse one landing file; spec columns in CSV are read as text and cast afterwards."""
+    try:
+        if fmt == "parquet":
+            return pq.read_table(pa.BufferReader(data))
+        if fmt == "csv.gz":
+            data = gzip.decompress(data)
+        return pacsv.read_csv(
+            pa.BufferReader(data),
+            convert_options=pacsv.ConvertOptions(
+                # Text first, then our own cast: its errors can name the column.
+                column_types={name: pa.string() for name in spec.columns},
+                null_values=NULL_VALUES,
+                strings_can_be_null=True,
+            ),
+        )
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as err:
+        raise PartitionError(f"{uri}: file is truncated or corrupt ({fmt}): {err}") from None
+    except pa.ArrowInvalid as err:
+        raise PartitionError(f"{uri}: cannot parse as {fmt}: {err}") from None
+
+
+def cast_column(array: pa.ChunkedArray, column: ColumnSpec) -> pa.ChunkedArray:
+    """Cast one column to its spec type; raises ``pa.ArrowInvalid`` with pyarrow's reason."""
+    if pa.types.is_dictionary(array.type):
+        array = array.cast(array.type.value_type)
+    is_text = pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
+    if column.type == "category":
+        text = array if is_text else pc.cast(array, pa.string())
+        return pc.dictionary_encode(text)
+    if is_text and column.type in ("int", "float", "bool"):
+        array = pc.utf8_trim_whitespace(array)
+    if column.type == "datetime":
+        if pa.types.is_timestamp(array.type) and array.type.tz is not None:
+            return pc.cast(array, pa.timestamp("us", "UTC")).cast(pa.timestamp("us"))
+        try:
+            return pc.cast(array, pa.timestamp("us"))
+        except pa.ArrowInvalid:
+            if not is_text:
+                raise
+            # Strings with a zone offset: normalise to UTC, then drop the zone.
+            return pc.cast(array, pa.timestamp("us", "UTC")).cast(pa.timestamp("us"))
+    return pc.cast(array, ARROW_TYPES[column.type])
+
+
+def cast_to_schema(table: pa.Table, *, spec: DatasetSpec, uri: str) -> tuple[pa.Table, list[str]]:
+    """The table with exactly the spec's columns, in order and typed; plus columns dropped."""
+    missing = [name for name in spec.columns if name not in table.column_names]
+    if missing:
+        raise PartitionError(
+            f"{uri}: missing column(s) {', '.join(repr(m) for m in missing)} "
+            f"(file has: {', '.join(table.column_names)})"
+        )
+    arrays = []
+    for name, column in spec.columns.items():
+        source = table.column(name)
+        try:
+            arrays.append(cast_column(source, column))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise PartitionError(
+                f"{uri}: column '{name}': cannot cast {source.type} to {column.type}: {err}"
+            ) from None
+    dropped = [name for name in table.column_names if name not in spec.columns]
+    return pa.Table.from_arrays(arrays, names=list(spec.columns)), dropped
+
+
+def distinct_values(table: pa.Table, spec: DatasetSpec) -> dict[str, list[str]]:
+    """Distinct non-null values of category columns and of a classification target."""
+    columns = [n for n, c in spec.columns.items() if c.type == "category"]
+    if spec.task != "regression" and spec.target not in columns:
+        columns.append(spec.target)
+    out: dict[str, list[str]] = {}
+    for name in columns:
+        array = table.column(name)
+        if pa.types.is_dictionary(array.type):
+            array = array.cast(array.type.value_type)
+        values = pc.unique(array.drop_null()).to_pylist()
+        out[name] = sorted(str(v) for v in values)
+    return out
+
+
+# One file ----------------------------------------------------------------------------------
+def partition_id(source_hash: str, schema_hash: str) -> str:
+    return hashlib.sha256(f"{source_hash}:{schema_hash}".encode()).hexdigest()[:24]
+
+
+def encode_partition(table: pa.Table, ref: PartitionRef) -> bytes:
+    """Parquet bytes carrying the partition's own description in the file footer."""
+    meta = ref.model_dump_json(exclude={"uri", "bytes"}).encode()
+    table = table.replace_schema_metadata({PARTITION_METADATA_KEY: meta})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def read_partition_ref(lake: Lake, path: str) -> PartitionRef:
+    """Describe an existing partition from its footer, without reading its data."""
+    with lake.fs.open(path, "rb") as fh:
+        metadata = pq.read_schema(fh).metadata or {}
+    fields = json.loads(metadata[PARTITION_METADATA_KEY])
+    return PartitionRef(**fields, uri=lake.fs.unstrip_protocol(path), bytes=lake.fs.size(path))
+
+
+def ingest_file(*, source_uri: str, spec: DatasetSpec, lake: Lake) -> IngestOutcome:
+    """Turn one landing file into a partition (or reuse it), or quarantine it with the reason."""
+    fmt = source_format(source_uri)
+    fs, path = fsspec.core.url_to_fs(source_uri)
+    data = bytes(fs.cat_file(path))
+    source_hash = hashlib.sha256(data).hexdigest()
+    pid = partition_id(source_hash, spec.schema_hash())
+    target = lake.partition(spec.name, pid)
+    if lake.exists(target):
+        return IngestOutcome(partition=read_partition_ref(lake, target), reused=True)
+    try:
+        if fmt is None:
+            raise PartitionError(f"{source_uri}: unsupported file type")
+        if not data:
+            raise PartitionError(f"{source_uri}: file is empty")
+        table, dropped = cast_to_schema(
+            read_table(data, fmt=fmt, uri=source_uri, spec=spec), spec=spec, uri=source_uri
+        )
+        if table.num_rows == 0:
+            raise PartitionError(f"{source_uri}: file has a header but no rows")
+    except PartitionError as err:
+        record = QuarantineRecord(
+            record_id=source_hash[:24], stage="ingest", source_uri=source_uri, reason=str(err)
+        )
+        lake.write_json(lake.quarantine(spec.name, record.record_id), record)
+        return IngestOutcome(quarantined=record)
+    ref = PartitionRef(
+        partition_id=pid,
+        uri=lake.fs.unstrip_protocol(target),
+        source_uri=source_uri,
+        source_hash=source_hash,
+        source_format=fmt,
+        rows=table.num_rows,
+        bytes=0,
+        distinct=distinct_values(table, spec),
+        dropped_columns=dropped,
+    )
+    blob = encode_partition(table, ref)
+    lake.write_bytes(target, blob)
+    return IngestOutcome(partition=ref.model_copy(update={"bytes": len(blob)}))
+
+
+# The version -------------------------------------------------------------------------------
+def build_version(
+    *, spec: DatasetSpec, lake: Lake, source: str, outcomes: Iterable[IngestOutcome]
+) -> IngestResult:
+    """Write the dataset version manifest (content-addressed, so re-runs reuse it)."""
+    outcomes = list(outcomes)
+    partitions = sorted(
+        (o.partition for o in outcomes if o.partition), key=lambda p: p.source_uri
+    )
+    quarantined = sorted(
+        (o.quarantined for o in outcomes if o.quarantined), key=lambda q: q.source_uri
+    )
+    # Two landing files with identical bytes are one partition, listed once.
+    unique = list({p.partition_id: p for p in partitions}.values())
+    version_id = stable_hash(
+        {
+            "schema": spec.schema_hash(),
+            "partitions": sorted(p.partition_id for p in unique),
+            "quarantined": sorted(q.record_id for q in quarantined),
+        }
+    )
+    path = lake.version(spec.name, version_id)
+    if lake.exists(path):
+        version = DatasetVersion.model_validate(lake.read_json(path))
+    else:
+        version = DatasetVersion(
+            dataset=spec.name,
+            version=version_id,
+            source_uri=source,
+            spec_hash=spec.spec_hash(),
+            schema_hash=spec.schema_hash(),
+            partitions=unique,
+            quarantined=quarantined,
+            manifest_uri=lake.url_of(path),
+        )
+        lake.write_json(path, version)
+    lake.write_json(lake.dataset(spec.name, "latest.json"), {"version": version_id})
+    return IngestResult(
+        version=version,
+        new_partitions=[o.partition.partition_id for o in outcomes if o.partition and not o.reused],
+        reused_partitions=[o.partition.partition_id for o in outcomes if o.partition and o.reused],
+    )
+
+
+def load_version(lake: Lake, dataset: str, version: str | None = None) -> DatasetVersion:
+    """A dataset version manifest by id, or the latest one written."""
+    if version is None:
+        latest = lake.dataset(dataset, "latest.json")
+        if not lake.exists(latest):
+            raise LakeError(f"{lake.uri}: dataset '{dataset}' has no versions yet; run ingestion first")
+        version = str(lake.read_json(latest)["version"])
+    path = lake.version(dataset, version)
+    if not lake.exists(path):
+        raise LakeError(f"{lake.url_of(path)}: no such dataset version")
+    return DatasetVersion.model_validate(lake.read_json(path))
+
+
+# Tasks -----------------------------------------------------------------------------------------
+@task(name="discover-landing-files", retries=2, retry_delay_seconds=[2, 10])
+def discover_sources_task(source: str) -> list[str]:
+    """List the landing files to ingest."""
+    return discover_sources(source)
+
+
+@task(name="ingest-file", retries=2, retry_delay_seconds=[2, 10])
+def ingest_file_task(*, source_uri: str, spec: DatasetSpec, lake: str) -> IngestOutcome:
+    """Ingest one landing file on a Dask worker."""
+    return ingest_file(source_uri=source_uri, spec=spec, lake=Lake(lake))
+
+
+@task(name="write-dataset-version")
+def build_version_task(
+    *, spec: DatasetSpec, lake: str, source: str, outcomes: list[IngestOutcome]
+) -> IngestResult:
+    """Write the version manifest for this run's partitions."""
+    return build_version(spec=spec, lake=Lake(lake), source=source, outcomes=outcomes)

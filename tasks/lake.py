@@ -1,0 +1,128 @@
+"""The lake: where partitions, manifests, reports and models live (a local path or ``s3://``).
+
+Everything goes through fsspec, so the same code serves a laptop folder and a bucket. S3
+endpoints and credentials come from the standard AWS settings (``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``, profiles, instance roles) that s3fs reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class Lake:
+    """A root URI plus the layout below it (see DESIGN.md, "Storage layout")."""
+
+    uri: str
+    _fs: fsspec.AbstractFileSystem = field(init=False, repr=False, compare=False)
+    _root: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Several processes write the lake; a cached directory listing would hide their work.
+        options = {} if "://" not in self.uri or self.uri.startswith("file://") else {
+            "use_listings_cache": False
+        }
+        fs, root = fsspec.core.url_to_fs(self.uri, **options)
+        object.__setattr__(self, "_fs", fs)
+        object.__setattr__(self, "_root", root.rstrip("/"))
+
+    # Pickled into Dask tasks: ship the URI, rebuild the filesystem on the worker.
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Lake, (self.uri,))
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        return self._fs
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self._fs, LocalFileSystem)
+
+    def path(self, *parts: str) -> str:
+        """A path inside the lake as the filesystem sees it (no protocol)."""
+        return "/".join([self._root, *parts])
+
+    def url(self, *parts: str) -> str:
+        """A full URI (with protocol) inside the lake, for users and for Dask readers."""
+        return self._fs.unstrip_protocol(self.path(*parts))
+
+    def url_of(self, path: str) -> str:
+        """The full URI of a path returned by :meth:`path` or a layout helper."""
+        return self._fs.unstrip_protocol(path)
+
+    # Layout --------------------------------------------------------------------------
+    def dataset(self, name: str, *parts: str) -> str:
+        return self.path("datasets", name, *parts)
+
+    def partition(self, name: str, partition_id: str) -> str:
+        return self.dataset(name, "partitions", f"{partition_id}.parquet")
+
+    def version(self, name: str, version: str) -> str:
+        return self.dataset(name, "versions", f"{version}.json")
+
+    def quarantine(self, name: str, record_id: str) -> str:
+        return self.dataset(name, "quarantine", f"{record_id}.json")
+
+    def validation(self, name: str, version: str) -> str:
+        return self.dataset(name, "validations", f"{version}.json")
+
+    def model(self, name: str, *parts: str) -> str:
+        return self.path("models", name, *parts)
+
+    # I/O -----------------------------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        return bool(self._fs.exists(path))
+
+    def read_bytes(self, path: str) -> bytes:
+        return bytes(self._fs.cat_file(path))
+
+    def read_json(self, path: str) -> Any:
+        return json.loads(self.read_bytes(path))
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write so that readers see the old object or the whole new one, never a part.
+
+        An S3 PUT is already all-or-nothing; on a local disk we write a temporary file in
+        the same directory and rename it over the target.
+        """
+        if self.is_local:
+            directory = os.path.dirname(path)
+            os.makedirs(directory, exist_ok=True)
+            tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        else:
+            self._fs.pipe_file(path, data)
+
+    def write_json(self, path: str, obj: Any) -> None:
+        if isinstance(obj, BaseModel):
+            data = obj.model_dump_json(indent=2).encode()
+        else:
+            data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+        self.write_bytes(path, data)
+
+    def list_files(self, path: str, suffix: str = "") -> list[str]:
+        """Files directly under ``path`` ending in ``suffix``; empty when the folder is absent."""
+        try:
+            entries = self._fs.ls(path, detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        names = [e for e in entries if e.endswith(suffix)]
+        # Temporary files of an in-flight atomic write are not part of the lake.
+        return sorted(n for n in names if not os.path.basename(n).startswith(".tmp-"))

@@ -1,0 +1,205 @@
+"""Promotion: re-score the champion on the candidate's test split and move the alias if it wins.
+
+The champion is judged on exactly the rows the candidate was tested on, with its own
+features, categories and classes, so the comparison is fair even after the data changed.
+Every decision is recorded, promoted or not; a failed run never touches the alias.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import fsspec
+import pyarrow.parquet as pq
+from prefect import task
+
+from blocks.registry import ModelRegistry
+from tasks.errors import RegistryError
+from tasks.models import ModelMetadata, PromotionDecision
+from tasks.spec import DatasetSpec
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+
+def incompatibility(champion: ModelMetadata, candidate: ModelMetadata) -> str | None:
+    """Why the champion cannot be scored on the candidate's data, or None when it can."""
+    a, b = champion.layout, candidate.layout
+    if (a.task, a.target) != (b.task, b.target):
+        return f"champion predicts {a.target} ({a.task}), candidate predicts {b.target} ({b.task})"
+    if a.classes != b.classes:
+        return f"champion classes {a.classes} differ from candidate classes {b.classes}"
+    if not candidate.partitions:
+        return "candidate has no partitions to score on"
+    with fsspec.open(candidate.partitions[0], "rb") as fh:
+        columns = set(pq.read_schema(fh).names)
+    missing = [f for f in a.features if f not in columns]
+    if missing:
+        return f"candidate data lacks champion feature(s) {', '.join(missing)}"
+    return None
+
+
+def decide(
+    *,
+    candidate_value: float,
+    champion_value: float | None,
+    direction: str,
+    min_improvement: float,
+) -> tuple[bool, str]:
+    """Promote when there is no champion, or the candidate beats it by ``min_improvement``."""
+    if champion_value is None:
+        return True, "no champion yet"
+    gain = candidate_value - champion_value if direction == "maximize" else champion_value - candidate_value
+    if gain <= 0:
+        return False, f"candidate is not better than the champion ({gain:+.6f})"
+    if gain < min_improvement:
+        return False, f"candidate better by {gain:.6f}, below the required {min_improvement}"
+    return True, f"candidate better by {gain:.6f} (required: {min_improvement})"
+
+
+def rescore_champion(
+    client: Client,
+    *,
+    registry: ModelRegistry,
+    champion: ModelMetadata,
+    candidate: ModelMetadata,
+    metric: str,
+) -> float:
+    """The champion's ``metric`` on the candidate's test split, computed on the client's cluster."""
+    from tasks.train import load_prepared, score
+
+    # The champion's own features and encodings; the candidate's rows and split.
+    layout = champion.layout.model_copy(
+        update={"split": candidate.layout.split, "key": candidate.layout.key}
+    )
+    booster = registry.load_booster(champion.model_name, champion.version)
+    prepared = load_prepared(client, candidate.partitions, layout)
+    metrics = score(client, booster, prepared, layout, "test")
+    if metric not in metrics:
+        raise RegistryError(f"metric '{metric}' is not computed for a {layout.task} model")
+    return metrics[metric]
+
+
+def model_card(
+    *, candidate: ModelMetadata, decision: PromotionDecision, importance: dict[str, float]
+) -> str:
+    """A markdown model card for the candidate and the decision taken on it."""
+    lines = [
+        f"# Model card: {candidate.model_name} @ {candidate.version}",
+        "",
+        f"**Decision:** {'promoted to champion' if decision.promoted else 'not promoted'}: "
+        f"{decision.reason}",
+        "",
+        f"- champion before: `{decision.champion_before or 'none'}`, after: "
+        f"`{decision.champion_after or 'none'}`",
+        f"- dataset `{candidate.dataset}` version `{candidate.dataset_version}` "
+        f"({len(candidate.partitions)} partitions)",
+        f"- rows: {', '.join(f'{k} {v:,}' for k, v in candidate.rows.items())}",
+        f"- task `{candidate.layout.task}`, target `{candidate.layout.target}`, "
+        f"best iteration {candidate.best_iteration} of {candidate.num_boost_round}",
+        f"- xgboost {candidate.xgboost_version}, package {candidate.package_version}, "
+        f"trained on {candidate.workers} worker(s)",
+        "",
+        "## Test metrics",
+        "",
+        "| metric | candidate |",
+        "| --- | --- |",
+        *[f"| {k} | {v:.6f} |" for k, v in sorted(candidate.metrics.items())],
+        "",
+        f"Compared on `{decision.metric}` ({decision.direction}): candidate "
+        f"{_fmt(decision.candidate_value)}, champion {_fmt(decision.champion_value)}.",
+        "",
+        "## Feature importance (gain)",
+        "",
+        "| feature | gain |",
+        "| --- | --- |",
+        *[f"| {k} | {v:.3f} |" for k, v in sorted(importance.items(), key=lambda kv: -kv[1])],
+        "",
+        "## Parameters",
+        "",
+        "```",
+        *[f"{k}: {v}" for k, v in sorted(candidate.params.items())],
+        "```",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.6f}"
+
+
+def feature_importance(registry: ModelRegistry, metadata: ModelMetadata) -> dict[str, float]:
+    booster = registry.load_booster(metadata.model_name, metadata.version)
+    return {k: float(v) for k, v in booster.get_score(importance_type="gain").items()}
+
+
+def apply_decision(registry: ModelRegistry, decision: PromotionDecision) -> None:
+    """Move the alias (when promoted), then record the decision."""
+    if decision.promoted:
+        registry.set_champion(decision.model_name, decision.candidate, reason=decision.reason)
+    registry.record_decision(decision)
+
+
+def make_decision(
+    *,
+    spec: DatasetSpec,
+    candidate: ModelMetadata,
+    champion: str | None,
+    champion_value: float | None,
+    incompatible: str | None = None,
+) -> PromotionDecision:
+    metric, direction = spec.metric, spec.direction
+    candidate_value = candidate.metrics[metric]
+    if champion == candidate.version:
+        promoted, reason = False, "candidate is already the champion (same data and spec)"
+    elif incompatible is not None:
+        promoted, reason = (
+            False,
+            f"champion {champion} cannot be compared ({incompatible}); promote by hand with "
+            f"`mlops registry promote {spec.name} {candidate.version}`",
+        )
+    else:
+        promoted, reason = decide(
+            candidate_value=candidate_value,
+            champion_value=champion_value,
+            direction=direction,
+            min_improvement=spec.promotion.min_improvement,
+        )
+    return PromotionDecision(
+        model_name=spec.name,
+        candidate=candidate.version,
+        champion_before=champion,
+        champion_after=candidate.version if promoted else champion,
+        metric=metric,
+        direction=direction,
+        candidate_value=candidate_value,
+        champion_value=champion_value,
+        min_improvement=spec.promotion.min_improvement,
+        promoted=promoted,
+        reason=reason,
+    )
+
+
+# Tasks ---------------------------------------------------------------------------------------
+@task(name="rescore-champion", retries=1, retry_delay_seconds=5)
+def rescore_champion_task(
+    *, scheduler: str, lake: str, champion: ModelMetadata, candidate: ModelMetadata, metric: str
+) -> float:
+    """Score the champion on the candidate's test rows on the cluster at ``scheduler``."""
+    from distributed import Client
+
+    # xgboost.dask looks the client up as the current one, even when it is passed in.
+    with Client(scheduler, set_as_default=False) as client, client.as_current():
+        return rescore_champion(
+            client,
+            registry=ModelRegistry(lake=lake),
+            champion=champion,
+            candidate=candidate,
+            metric=metric,
+        )
+
+
+@task(name="apply-promotion-decision", retries=2, retry_delay_seconds=[2, 10])
+def apply_decision_task(*, lake: str, decision: PromotionDecision) -> None:
+    """Move the champion alias when promoted and append the decision to the history."""
+    apply_decision(ModelRegistry(lake=lake), decision)

@@ -1,0 +1,267 @@
+"""The dataset spec: everything the pipeline knows about one dataset, loaded from YAML.
+
+Errors name the file and the field (``datasets/x.yaml: columns.age.type: ...``) because the
+spec is the one place users configure the pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+import fsspec
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tasks.errors import SpecError
+
+ColumnType = Literal["int", "float", "bool", "category", "string", "datetime"]
+Task = Literal["binary", "multiclass", "regression"]
+Direction = Literal["maximize", "minimize"]
+
+# Metrics each task reports on the test split, and which way is better.
+METRICS: dict[Task, dict[str, Direction]] = {
+    "binary": {"roc_auc": "maximize", "logloss": "minimize", "accuracy": "maximize", "f1": "maximize"},
+    "multiclass": {"logloss": "minimize", "accuracy": "maximize", "f1_macro": "maximize"},
+    "regression": {"rmse": "minimize", "mae": "minimize", "r2": "maximize"},
+}
+DEFAULT_METRIC: dict[Task, str] = {"binary": "roc_auc", "multiclass": "logloss", "regression": "rmse"}
+DEFAULT_OBJECTIVE: dict[Task, str] = {
+    "binary": "binary:logistic",
+    "multiclass": "multi:softprob",
+    "regression": "reg:squarederror",
+}
+DEFAULT_EVAL_METRIC: dict[Task, str] = {"binary": "logloss", "multiclass": "mlogloss", "regression": "rmse"}
+# XGBoost consumes these directly; datetimes become epoch seconds, strings must be declared
+# as categories to be used as features.
+FEATURE_TYPES: frozenset[str] = frozenset({"int", "float", "bool", "category", "datetime"})
+
+
+class _Strict(BaseModel):
+    # A typo in a field name is an error that names the field, not a silently ignored key.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnSpec(_Strict):
+    type: ColumnType = Field(description="Logical type the landing data is cast to.")
+    nullable: bool = Field(True, description="Whether nulls are allowed (checked by validation).")
+    categories: list[str] | None = Field(
+        None, description="Allowed values of a category column; others fail validation."
+    )
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _categories_only_for_category(self) -> ColumnSpec:
+        if self.categories is not None and self.type != "category":
+            raise ValueError("'categories' is only allowed on columns of type category")
+        return self
+
+
+class ExpectationSpec(_Strict):
+    """A Great Expectations expectation configuration, e.g. ``{type: expect_column_values_to_be_between, kwargs: {...}}``."""
+
+    type: str = Field(pattern=r"^expect_[a-z0-9_]+$")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class ValidationPolicy(_Strict):
+    min_accepted_fraction: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of landing files that must be ingested and pass validation.",
+    )
+
+
+class SplitSpec(_Strict):
+    validation: float = Field(0.15, gt=0.0, lt=1.0)
+    test: float = Field(0.15, gt=0.0, lt=1.0)
+    salt: str = Field("", description="Change to draw a different (still deterministic) split.")
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> SplitSpec:
+        if self.validation + self.test >= 0.9:
+            raise ValueError("validation + test must leave at least 10% of rows for training")
+        return self
+
+
+class TrainingSpec(_Strict):
+    params: dict[str, Any] = Field(default_factory=dict, description="XGBoost booster params.")
+    num_boost_round: int = Field(200, ge=1, le=100_000)
+    early_stopping_rounds: int | None = Field(20, ge=1)
+
+
+class PromotionPolicy(_Strict):
+    metric: str | None = Field(None, description="Test metric compared; default per task.")
+    direction: Direction | None = Field(None, description="Default: the metric's natural one.")
+    min_improvement: float = Field(0.0, ge=0.0, description="Absolute margin over the champion.")
+
+
+class DatasetSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    description: str = ""
+    columns: dict[str, ColumnSpec] = Field(min_length=1)
+    target: str
+    task: Task
+    key: str | None = None
+    features: list[str] | None = None
+    expectations: list[ExpectationSpec] = Field(default_factory=list)
+    validation: ValidationPolicy = ValidationPolicy()
+    split: SplitSpec = SplitSpec()
+    training: TrainingSpec = TrainingSpec()
+    promotion: PromotionPolicy = PromotionPolicy()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSpec:
+        if self.target not in self.columns:
+            raise ValueError(f"target: '{self.target}' is not one of the columns")
+        target_type = self.columns[self.target].type
+        if self.task == "regression" and target_type not in ("int", "float"):
+            raise ValueError(f"target: a regression target must be int or float, not {target_type}")
+        if self.task != "regression" and target_type in ("float", "datetime"):
+            raise ValueError(f"target: a {self.task} target cannot be of type {target_type}")
+        if self.key is not None and self.key not in self.columns:
+            raise ValueError(f"key: '{self.key}' is not one of the columns")
+        if self.key == self.target:
+            raise ValueError("key: the key column cannot be the target")
+        for i, feature in enumerate(self.features or []):
+            if feature not in self.columns:
+                raise ValueError(f"features.{i}: '{feature}' is not one of the columns")
+            if feature in (self.target, self.key):
+                raise ValueError(f"features.{i}: '{feature}' is the target or key column")
+            if self.columns[feature].type not in FEATURE_TYPES:
+                raise ValueError(
+                    f"features.{i}: '{feature}' is a string column; declare it as category "
+                    "to use it as a feature"
+                )
+        if not self.feature_columns:
+            raise ValueError("features: no usable feature columns (int, float, bool, category, datetime)")
+        metrics = METRICS[self.task]
+        if self.promotion.metric is not None and self.promotion.metric not in metrics:
+            raise ValueError(
+                f"promotion.metric: '{self.promotion.metric}' is not reported for a {self.task} "
+                f"task; choose one of {sorted(metrics)}"
+            )
+        return self
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """Features to train on: as listed, else every usable column but target and key."""
+        if self.features is not None:
+            return list(self.features)
+        return [
+            name
+            for name, col in self.columns.items()
+            if name not in (self.target, self.key) and col.type in FEATURE_TYPES
+        ]
+
+    @property
+    def metric(self) -> str:
+        return self.promotion.metric or DEFAULT_METRIC[self.task]
+
+    @property
+    def direction(self) -> Direction:
+        return self.promotion.direction or METRICS[self.task][self.metric]
+
+    def all_expectations(self) -> list[ExpectationSpec]:
+        """The spec's expectations plus those its column declarations imply."""
+        implied: list[ExpectationSpec] = []
+        for name, col in self.columns.items():
+            if not col.nullable or name == self.target:
+                implied.append(
+                    ExpectationSpec(type="expect_column_values_to_not_be_null", kwargs={"column": name})
+                )
+            if col.categories is not None:
+                implied.append(
+                    ExpectationSpec(
+                        type="expect_column_values_to_be_in_set",
+                        kwargs={"column": name, "value_set": list(col.categories)},
+                    )
+                )
+        return implied + list(self.expectations)
+
+    def xgboost_params(self, *, num_class: int | None = None) -> dict[str, Any]:
+        """Booster params with the task's defaults filled in (user values win)."""
+        params: dict[str, Any] = {
+            "tree_method": "hist",
+            "objective": DEFAULT_OBJECTIVE[self.task],
+            "eval_metric": DEFAULT_EVAL_METRIC[self.task],
+            "seed": 0,
+        }
+        params.update(self.training.params)
+        if self.task == "multiclass" and num_class is not None:
+            params["num_class"] = num_class
+        return params
+
+    # Hashes: each covers exactly what the thing it keys depends on, so changing an
+    # expectation does not re-ingest and changing a promotion policy does not retrain.
+    def schema_hash(self) -> str:
+        return stable_hash({name: col.model_dump(mode="json") for name, col in self.columns.items()})
+
+    def expectations_hash(self) -> str:
+        return stable_hash(
+            {
+                "expectations": [e.model_dump(mode="json") for e in self.all_expectations()],
+                "validation": self.validation.model_dump(mode="json"),
+            }
+        )
+
+    def training_hash(self) -> str:
+        return stable_hash(
+            {
+                "target": self.target,
+                "task": self.task,
+                "key": self.key,
+                "features": {f: self.columns[f].model_dump(mode="json") for f in self.feature_columns},
+                "target_column": self.columns[self.target].model_dump(mode="json"),
+                "split": self.split.model_dump(mode="json"),
+                "training": self.training.model_dump(mode="json"),
+            }
+        )
+
+    def spec_hash(self) -> str:
+        return stable_hash(self.model_dump(mode="json"))
+
+
+def stable_hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def format_validation_error(source: str, err: ValidationError) -> str:
+    """One line per problem: ``<file>: <field.path>: <message>``."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        # Whole-spec checks already start their message with the field they are about.
+        lines.append(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}")
+    return "invalid dataset spec\n  " + "\n  ".join(lines)
+
+
+def parse_spec(data: Any, *, source: str = "<spec>") -> DatasetSpec:
+    """Validate an already-parsed spec document."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a dataset spec must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return DatasetSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(source, err)) from None
+
+
+def load_spec(uri: str) -> DatasetSpec:
+    """Read and validate a spec from a local path or any fsspec URI (e.g. ``s3://``)."""
+    try:
+        with fsspec.open(uri, "rt", encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise SpecError(f"{uri}: dataset spec not found") from None
+    except OSError as err:
+        raise SpecError(f"{uri}: cannot read dataset spec: {err}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(f"{uri}: not valid YAML: {err}") from None
+    return parse_spec(data, source=uri)

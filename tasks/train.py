@@ -1,0 +1,414 @@
+"""Training: accepted partitions → deterministic split → xgboost.dask → a registered model version.
+
+Rows are assigned to train/validation/test by a hash of the key column (or of the whole row
+when there is no key), so the split never depends on file order, partitioning or the
+cluster. A model version's id is the hash of its inputs (partitions, training spec, XGBoost
+version): the same inputs give the same version, which is reused instead of retrained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from pydantic import BaseModel
+
+from blocks.registry import ModelRegistry
+from tasks.errors import TrainingError, ValidationFailed
+from tasks.lake import Lake
+from tasks.models import (
+    DatasetVersion,
+    FeatureLayout,
+    ModelCandidate,
+    ModelMetadata,
+    ValidationReport,
+)
+from tasks.spec import DatasetSpec, stable_hash
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+    import xgboost
+    from distributed import Client
+
+SPLIT_COLUMN = "__split__"
+LABEL_COLUMN = "__label__"
+SPLITS = {"train": 0, "validation": 1, "test": 2}
+_DEFAULT_HASH_KEY = "0123456789123456"
+
+
+# Layout and labels (pure) ------------------------------------------------------------------
+def _natural_order(values: set[str]) -> list[str]:
+    """Sort class labels numerically when they are numbers, else as text."""
+    try:
+        return sorted(values, key=float)
+    except ValueError:
+        return sorted(values)
+
+
+def feature_layout(spec: DatasetSpec, version: DatasetVersion, accepted: list[str]) -> FeatureLayout:
+    """Features, categories and classes for training on the accepted partitions of ``version``."""
+    parts = [p for p in version.partitions if p.partition_id in set(accepted)]
+    categories: dict[str, list[str]] = {}
+    for name in spec.feature_columns:
+        column = spec.columns[name]
+        if column.type != "category":
+            continue
+        seen = set().union(*(p.distinct.get(name, []) for p in parts)) if parts else set()
+        categories[name] = list(column.categories) if column.categories else sorted(seen)
+    classes: list[str] | None = None
+    if spec.task != "regression":
+        seen = set().union(*(p.distinct.get(spec.target, []) for p in parts)) if parts else set()
+        classes = _natural_order(seen)
+        if len(classes) < 2:
+            raise TrainingError(
+                f"target '{spec.target}' has {len(classes)} class(es) "
+                f"({', '.join(classes) or 'none'}) in the accepted partitions of dataset "
+                f"'{spec.name}' version {version.version}; a {spec.task} task needs at least two"
+            )
+        if spec.task == "binary" and len(classes) > 2:
+            raise TrainingError(
+                f"target '{spec.target}' has {len(classes)} classes ({', '.join(classes[:10])}) "
+                f"but the spec's task is binary; use task: multiclass"
+            )
+    return FeatureLayout(
+        task=spec.task,
+        target=spec.target,
+        key=spec.key,
+        features=spec.feature_columns,
+        feature_types={f: spec.columns[f].type for f in spec.feature_columns},
+        categories=categories,
+        classes=classes,
+        split=spec.split.model_dump(mode="json"),
+    )
+
+
+def split_codes(frame: pd.DataFrame, *, key: str | None, split: dict[str, Any]) -> np.ndarray:
+    """0 = train, 1 = validation, 2 = test for each row, from a stable hash."""
+    salt = str(split.get("salt", ""))
+    hash_key = hashlib.sha256(salt.encode()).hexdigest()[:16] if salt else _DEFAULT_HASH_KEY
+    # Without a key, a row is identified by all its columns (in name order, so reading
+    # columns in another order cannot move a row to another split).
+    hashed = frame[key] if key else frame[sorted(c for c in frame.columns if not c.startswith("__"))]
+    buckets = pd.util.hash_pandas_object(hashed, index=False, hash_key=hash_key).to_numpy() % 10_000
+    u = buckets / 10_000.0
+    test, validation = float(split["test"]), float(split["validation"])
+    return np.where(u < test, 2, np.where(u < test + validation, 1, 0)).astype("int8")
+
+
+def _as_float(series: pd.Series, kind: str) -> pd.Series:
+    if kind == "bool":
+        return series.map({True: 1.0, False: 0.0}).astype("float64")
+    if kind == "datetime":
+        # XGBoost has no time type: seconds since the epoch keep order and spacing.
+        return (pd.to_datetime(series) - pd.Timestamp(0)).dt.total_seconds()
+    return pd.to_numeric(series, errors="coerce").astype("float64")
+
+
+def prepare_frame(frame: pd.DataFrame, layout: FeatureLayout) -> pd.DataFrame:
+    """Model inputs, label and split code for one partition (rows without a target dropped)."""
+    frame = frame[frame[layout.target].notna()]
+    out = pd.DataFrame(index=frame.index)
+    for name in layout.features:
+        kind = layout.feature_types[name]
+        if kind == "category":
+            values = frame[name].astype("object").where(frame[name].notna(), None)
+            out[name] = pd.Categorical(values, categories=layout.categories[name])
+        else:
+            out[name] = _as_float(frame[name], kind)
+    target = frame[layout.target]
+    if layout.classes is not None:
+        index = {c: i for i, c in enumerate(layout.classes)}
+        out[LABEL_COLUMN] = target.astype("object").map(lambda v: index.get(str(v), -1)).astype("int32")
+        out = out[out[LABEL_COLUMN] >= 0]  # a class unknown to this model cannot be scored
+    else:
+        out[LABEL_COLUMN] = pd.to_numeric(target).astype("float64")
+    codes = split_codes(frame.loc[out.index], key=layout.key, split=layout.split)
+    out[SPLIT_COLUMN] = codes
+    return out
+
+
+# Metrics (pure) ---------------------------------------------------------------------------------
+def evaluate(task_kind: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Test metrics fitting the task (scikit-learn)."""
+    from sklearn import metrics
+
+    if task_kind == "binary":
+        if len(np.unique(y_true)) < 2:
+            raise TrainingError("the test split holds a single class; need more (or more varied) data")
+        return {
+            "roc_auc": float(metrics.roc_auc_score(y_true, y_pred)),
+            "logloss": float(metrics.log_loss(y_true, y_pred, labels=[0, 1])),
+            "accuracy": float(metrics.accuracy_score(y_true, y_pred >= 0.5)),
+            "f1": float(metrics.f1_score(y_true, y_pred >= 0.5)),
+        }
+    if task_kind == "multiclass":
+        labels = list(range(y_pred.shape[1]))
+        predicted = y_pred.argmax(axis=1)
+        return {
+            "logloss": float(metrics.log_loss(y_true, y_pred, labels=labels)),
+            "accuracy": float(metrics.accuracy_score(y_true, predicted)),
+            "f1_macro": float(metrics.f1_score(y_true, predicted, average="macro", labels=labels)),
+        }
+    return {
+        "rmse": float(np.sqrt(metrics.mean_squared_error(y_true, y_pred))),
+        "mae": float(metrics.mean_absolute_error(y_true, y_pred)),
+        "r2": float(metrics.r2_score(y_true, y_pred)),
+    }
+
+
+# Distributed parts --------------------------------------------------------------------------------
+def load_prepared(client: Client, uris: list[str], layout: FeatureLayout) -> dd.DataFrame:
+    """Read the partitions once on the cluster, prepare them, and keep them in worker memory."""
+    import dask.dataframe as dd
+
+    # A keyless split hashes whole rows, so it needs every column.
+    columns = [*dict.fromkeys([*layout.features, layout.target, layout.key])] if layout.key else None
+    raw = dd.read_parquet(uris, columns=columns)
+    meta = prepare_frame(raw._meta, layout)
+    prepared = raw.map_partitions(prepare_frame, layout, meta=meta)
+    return client.persist(prepared)
+
+
+def split_sizes(client: Client, prepared: dd.DataFrame) -> dict[str, int]:
+    # Three sums in one pass (a value_counts would shuffle).
+    sums = client.gather(
+        client.compute([(prepared[SPLIT_COLUMN] == code).sum() for code in SPLITS.values()])
+    )
+    return {name: int(n) for name, n in zip(SPLITS, sums, strict=True)}
+
+
+def predict(client: Client, booster: xgboost.Booster, frame: dd.DataFrame, layout: FeatureLayout) -> np.ndarray:
+    """Predictions for a prepared frame, computed on the cluster, gathered here."""
+    from xgboost import dask as dxgb
+
+    prediction = dxgb.inplace_predict(client, booster, frame[layout.features])
+    return np.asarray(client.compute(prediction).result())
+
+
+def score(
+    client: Client, booster: xgboost.Booster, prepared: dd.DataFrame, layout: FeatureLayout, split: str
+) -> dict[str, float]:
+    """Metrics of ``booster`` on one split of a prepared frame."""
+    rows = prepared[prepared[SPLIT_COLUMN] == SPLITS[split]]
+    y_true = np.asarray(client.compute(rows[LABEL_COLUMN]).result())
+    return evaluate(layout.task, y_true, predict(client, booster, rows, layout))
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    booster: xgboost.Booster
+    history: dict[str, dict[str, list[float]]]
+    best_iteration: int
+    best_score: float | None
+    metrics: dict[str, float]
+    rows: dict[str, int]
+    workers: int
+    timings: dict[str, float]
+
+
+def train_distributed(
+    client: Client,
+    *,
+    uris: list[str],
+    layout: FeatureLayout,
+    params: dict[str, Any],
+    num_boost_round: int,
+    early_stopping_rounds: int | None,
+) -> TrainedModel:
+    """Train with xgboost.dask on the client's cluster and evaluate on the test split."""
+    from xgboost import dask as dxgb
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    prepared = load_prepared(client, uris, layout)
+    rows = split_sizes(client, prepared)
+    timings["load_seconds"] = time.perf_counter() - started
+    empty = [name for name, n in rows.items() if n == 0]
+    if empty:
+        raise TrainingError(
+            f"the {', '.join(empty)} split(s) would be empty ({rows}); the accepted data is too small"
+        )
+
+    def part(split: str) -> tuple[dd.DataFrame, dd.Series]:
+        rows_of = prepared[prepared[SPLIT_COLUMN] == SPLITS[split]]
+        return rows_of[layout.features], rows_of[LABEL_COLUMN]
+
+    x_train, y_train = part("train")
+    x_valid, y_valid = part("validation")
+    started = time.perf_counter()
+    dtrain = dxgb.DaskQuantileDMatrix(client, x_train, y_train, enable_categorical=True)
+    dvalid = dxgb.DaskQuantileDMatrix(client, x_valid, y_valid, ref=dtrain, enable_categorical=True)
+    timings["dmatrix_seconds"] = time.perf_counter() - started
+    started = time.perf_counter()
+    output = dxgb.train(
+        client,
+        params,
+        dtrain,
+        num_boost_round=num_boost_round,
+        evals=[(dtrain, "train"), (dvalid, "validation")],
+        early_stopping_rounds=early_stopping_rounds,
+        verbose_eval=False,
+    )
+    timings["train_seconds"] = time.perf_counter() - started
+    booster: xgboost.Booster = output["booster"]
+    history = {k: {m: [float(v) for v in vs] for m, vs in d.items()} for k, d in output["history"].items()}
+    rounds = booster.num_boosted_rounds()
+    best_iteration = int(getattr(booster, "best_iteration", rounds - 1))
+    best_score = getattr(booster, "best_score", None)
+    # Keep exactly the best trees: every later user of the model then predicts the same way.
+    if best_iteration + 1 < rounds:
+        booster = booster[: best_iteration + 1]
+    started = time.perf_counter()
+    metrics = score(client, booster, prepared, layout, "test")
+    timings["evaluate_seconds"] = time.perf_counter() - started
+    return TrainedModel(
+        booster=booster,
+        history=history,
+        best_iteration=best_iteration,
+        best_score=float(best_score) if best_score is not None else None,
+        metrics=metrics,
+        rows=rows,
+        workers=len(client.scheduler_info()["workers"]),
+        timings=timings,
+    )
+
+
+# Planning and registering -------------------------------------------------------------------------
+class TrainingPlan(BaseModel):
+    model_version: str
+    layout: FeatureLayout
+    partition_uris: list[str]
+    params: dict[str, Any]
+
+
+def plan_training(*, spec: DatasetSpec, version: DatasetVersion, report: ValidationReport) -> TrainingPlan:
+    """What to train on and the content-addressed id the model will get."""
+    import xgboost
+
+    if not report.passed:
+        raise ValidationFailed(
+            f"dataset '{spec.name}' version {version.version} did not pass validation; refusing to train"
+        )
+    layout = feature_layout(spec, version, report.accepted)
+    accepted = set(report.accepted)
+    uris = sorted(p.uri for p in version.partitions if p.partition_id in accepted)
+    model_version = stable_hash(
+        {
+            "partitions": sorted(accepted),
+            "training": spec.training_hash(),
+            "layout": layout.model_dump(mode="json"),
+            "xgboost": xgboost.__version__,
+        }
+    )
+    num_class = len(layout.classes) if layout.classes and spec.task == "multiclass" else None
+    return TrainingPlan(
+        model_version=model_version,
+        layout=layout,
+        partition_uris=uris,
+        params=spec.xgboost_params(num_class=num_class),
+    )
+
+
+def candidate_from(metadata: ModelMetadata, *, registry: ModelRegistry, reused: bool) -> ModelCandidate:
+    return ModelCandidate(
+        model_name=metadata.model_name,
+        version=metadata.version,
+        dataset_version=metadata.dataset_version,
+        metric=metadata.metric,
+        metrics=metadata.metrics,
+        best_iteration=metadata.best_iteration,
+        rows=metadata.rows,
+        model_uri=registry.model_uri(metadata.model_name, metadata.version),
+        created_at=metadata.created_at,
+        reused=reused,
+    )
+
+
+def package_version() -> str:
+    try:
+        return importlib_metadata.version("mlops-pipelines")
+    except importlib_metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def train_and_register(
+    client: Client,
+    *,
+    spec: DatasetSpec,
+    lake: Lake,
+    version: DatasetVersion,
+    plan: TrainingPlan,
+) -> ModelCandidate:
+    """Train on the cluster, then register model and metadata as a new immutable version."""
+    import xgboost
+
+    registry = ModelRegistry(lake=lake.uri)
+    trained = train_distributed(
+        client,
+        uris=plan.partition_uris,
+        layout=plan.layout,
+        params=plan.params,
+        num_boost_round=spec.training.num_boost_round,
+        early_stopping_rounds=spec.training.early_stopping_rounds,
+    )
+    metadata = ModelMetadata(
+        model_name=spec.name,
+        version=plan.model_version,
+        layout=plan.layout,
+        params=plan.params,
+        num_boost_round=spec.training.num_boost_round,
+        early_stopping_rounds=spec.training.early_stopping_rounds,
+        best_iteration=trained.best_iteration,
+        best_score=trained.best_score,
+        metric=spec.metric,
+        direction=spec.direction,
+        metrics=trained.metrics,
+        rows=trained.rows,
+        eval_history=trained.history,
+        dataset=spec.name,
+        dataset_version=version.version,
+        partitions=plan.partition_uris,
+        spec_hash=spec.spec_hash(),
+        training_hash=spec.training_hash(),
+        package_version=package_version(),
+        xgboost_version=xgboost.__version__,
+        workers=trained.workers,
+        timings=trained.timings,
+    )
+    registry.register(metadata, bytes(trained.booster.save_raw(raw_format="ubj")))
+    return candidate_from(metadata, registry=registry, reused=False)
+
+
+def load_report(lake: Lake, spec: DatasetSpec, version: DatasetVersion) -> ValidationReport:
+    path = lake.validation(spec.name, f"{version.version}-{spec.expectations_hash()}")
+    if not lake.exists(path):
+        raise ValidationFailed(
+            f"dataset '{spec.name}' version {version.version} has not been validated with the "
+            "current expectations; run validation first"
+        )
+    return ValidationReport.model_validate(lake.read_json(path))
+
+
+# Tasks ---------------------------------------------------------------------------------------------
+@task(name="plan-training")
+def plan_training_task(*, spec: DatasetSpec, version: DatasetVersion, report: ValidationReport) -> TrainingPlan:
+    """Check the data can train a model and compute the model version id."""
+    return plan_training(spec=spec, version=version, report=report)
+
+
+@task(name="train-model", retries=1, retry_delay_seconds=5)
+def train_model_task(
+    *, scheduler: str, spec: DatasetSpec, lake: str, version: DatasetVersion, plan: TrainingPlan
+) -> ModelCandidate:
+    """Train with xgboost.dask on the cluster at ``scheduler`` and register the model."""
+    from distributed import Client
+
+    # xgboost.dask looks the client up as the current one, even when it is passed in.
+    with Client(scheduler, set_as_default=False) as client, client.as_current():
+        return train_and_register(client, spec=spec, lake=Lake(lake), version=version, plan=plan)

@@ -1,0 +1,302 @@
+"""Validation: the spec's Great Expectations suite, run on every partition where it is processed.
+
+Great Expectations has no Dask engine, so each partition is validated as a pandas frame on
+the Dask worker that reads it, with one ephemeral GX context per worker process (built on
+first use: importing GX costs seconds, so it is never done at import time).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+import fsspec
+import pandas as pd
+import pyarrow.parquet as pq
+from prefect import task
+
+from tasks.errors import SpecError
+from tasks.lake import Lake
+from tasks.models import (
+    DatasetVersion,
+    ExpectationOutcome,
+    PartitionRef,
+    PartitionValidation,
+    QuarantineRecord,
+    ValidationReport,
+)
+from tasks.spec import DatasetSpec, ExpectationSpec
+
+if TYPE_CHECKING:
+    from great_expectations.core.batch_definition import BatchDefinition
+    from great_expectations.core.expectation_suite import ExpectationSuite
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}
+
+
+def _expectation(config: ExpectationSpec) -> Any:
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    return ExpectationConfiguration(
+        type=config.type, kwargs=dict(config.kwargs), meta=dict(config.meta)
+    ).to_domain_obj()
+
+
+def check_expectations(spec: DatasetSpec, *, source: str = "<spec>") -> None:
+    """Build every expectation of the spec so a bad one fails before any data is touched."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    problems = []
+    for i, config in enumerate(spec.expectations):
+        try:
+            _expectation(config)
+        except Exception as err:  # GX raises several unrelated types for a bad config
+            detail = " ".join(str(err).split())
+            problems.append(f"{source}: expectations.{i} ({config.type}): {detail}")
+    if problems:
+        raise SpecError("invalid expectation(s)\n  " + "\n  ".join(problems))
+
+
+def _gx_batch_and_suite(
+    expectations: list[ExpectationSpec], key: str
+) -> tuple[BatchDefinition, ExpectationSuite]:
+    """This process's GX context and the suite for ``key``, built once and reused."""
+    with _lock:
+        if "context" not in _state:
+            os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+            import great_expectations as gx
+            from great_expectations.data_context.types.base import (
+                DataContextConfig,
+                InMemoryStoreBackendDefaults,
+                ProgressBarsConfig,
+            )
+
+            context = gx.get_context(
+                mode="ephemeral",
+                project_config=DataContextConfig(
+                    store_backend_defaults=InMemoryStoreBackendDefaults(),
+                    analytics_enabled=False,
+                    progress_bars=ProgressBarsConfig(globally=False),
+                ),
+            )
+            asset = context.data_sources.add_pandas("partitions").add_dataframe_asset("partition")
+            _state["context"] = context
+            _state["batch"] = asset.add_batch_definition_whole_dataframe("whole")
+            _state["suites"] = {}
+        suites: dict[str, ExpectationSuite] = _state["suites"]
+        if key not in suites:
+            import great_expectations as gx
+
+            suite = gx.ExpectationSuite(name=f"suite-{key}")
+            for config in expectations:
+                suite.add_expectation(_expectation(config))
+            suites[key] = suite
+        return _state["batch"], suites[key]
+
+
+def _outcome(result: Any) -> ExpectationOutcome:
+    config = result.expectation_config
+    details = result.result or {}
+    exception = result.exception_info or {}
+    error = exception.get("exception_message") if exception.get("raised_exception") else None
+    partial = details.get("partial_unexpected_list") or []
+    return ExpectationOutcome(
+        type=config.type,
+        column=config.kwargs.get("column"),
+        success=bool(result.success),
+        unexpected_count=details.get("unexpected_count"),
+        unexpected_percent=details.get("unexpected_percent"),
+        partial_unexpected=[str(v) for v in partial[:5]],
+        error=error,
+    )
+
+
+def validate_frame(
+    frame: pd.DataFrame,
+    expectations: list[ExpectationSpec],
+    *,
+    suite_key: str,
+    partition_id: str,
+    source_uri: str,
+) -> PartitionValidation:
+    """Run the expectations on one in-memory partition."""
+    batch_definition, suite = _gx_batch_and_suite(expectations, suite_key)
+    result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+    outcomes = [_outcome(r) for r in result.results]
+    return PartitionValidation(
+        partition_id=partition_id,
+        source_uri=source_uri,
+        success=bool(result.success),
+        rows=len(frame),
+        evaluated=len(outcomes),
+        failed=sum(not o.success for o in outcomes),
+        unexpected_total=sum(o.unexpected_count or 0 for o in outcomes if not o.success),
+        expectations=outcomes,
+    )
+
+
+def read_partition_frame(uri: str) -> pd.DataFrame:
+    """One partition as pandas (read where it is processed)."""
+    with fsspec.open(uri, "rb") as fh:
+        return pq.read_table(fh).to_pandas()
+
+
+def result_path(lake: Lake, spec: DatasetSpec, partition_id: str) -> str:
+    """Where one partition's result under the current expectations is kept."""
+    return lake.dataset(
+        spec.name, "validations", "partitions", f"{partition_id}-{spec.expectations_hash()}.json"
+    )
+
+
+def known_results(
+    *, lake: Lake, spec: DatasetSpec, partitions: list[PartitionRef]
+) -> tuple[list[PartitionValidation], list[PartitionRef]]:
+    """Results already in the lake for these partitions and expectations, and those still to do.
+
+    A partition's content and the suite both being content-addressed, a stored result is
+    exactly what validating again would produce.
+    """
+    done, pending = [], []
+    for partition in partitions:
+        path = result_path(lake, spec, partition.partition_id)
+        if lake.exists(path):
+            done.append(PartitionValidation.model_validate(lake.read_json(path)))
+        else:
+            pending.append(partition)
+    return done, pending
+
+
+def validate_partition(*, partition: PartitionRef, spec: DatasetSpec, lake: Lake) -> PartitionValidation:
+    """Validate one partition and keep the result in the lake."""
+    result = validate_frame(
+        read_partition_frame(partition.uri),
+        spec.all_expectations(),
+        suite_key=spec.expectations_hash(),
+        partition_id=partition.partition_id,
+        source_uri=partition.source_uri,
+    )
+    lake.write_json(result_path(lake, spec, partition.partition_id), result)
+    return result
+
+
+def failure_reason(result: PartitionValidation) -> str:
+    """A one-line summary of what failed, for quarantine records and errors."""
+    parts = []
+    for o in result.expectations:
+        if o.success:
+            continue
+        where = f"{o.type}({o.column})" if o.column else o.type
+        if o.error:
+            parts.append(f"{where}: error: {o.error}")
+        elif o.unexpected_count is not None:
+            sample = f", e.g. {', '.join(o.partial_unexpected[:3])}" if o.partial_unexpected else ""
+            parts.append(f"{where}: {o.unexpected_count} unexpected value(s){sample}")
+        else:
+            parts.append(f"{where}: failed")
+    return f"{result.source_uri}: failed {result.failed} of {result.evaluated} expectations: " + "; ".join(parts)
+
+
+def build_report(
+    *,
+    spec: DatasetSpec,
+    lake: Lake,
+    version: DatasetVersion,
+    results: list[PartitionValidation],
+) -> ValidationReport:
+    """Aggregate partition results, quarantine the failures and persist the report."""
+    accepted = [r.partition_id for r in results if r.success]
+    rejected = [r for r in results if not r.success]
+    for r in rejected:
+        record = QuarantineRecord(
+            record_id=r.partition_id,
+            stage="validate",
+            source_uri=r.source_uri,
+            partition_id=r.partition_id,
+            reason=failure_reason(r),
+            report=r,
+        )
+        lake.write_json(lake.quarantine(spec.name, record.record_id), record)
+    # Unreadable files count against the threshold: they are landing data we could not use.
+    total_files = len(version.partitions) + len(version.quarantined)
+    fraction = len(accepted) / total_files if total_files else 0.0
+    threshold = spec.validation.min_accepted_fraction
+    report_path = lake.validation(spec.name, f"{version.version}-{spec.expectations_hash()}")
+    report = ValidationReport(
+        dataset=spec.name,
+        dataset_version=version.version,
+        expectations_hash=spec.expectations_hash(),
+        partitions=sorted(results, key=lambda r: r.source_uri),
+        accepted=sorted(accepted),
+        rejected=sorted(r.partition_id for r in rejected),
+        ingest_quarantined=len(version.quarantined),
+        total_files=total_files,
+        accepted_fraction=fraction,
+        threshold=threshold,
+        passed=bool(accepted) and fraction >= threshold,
+        report_uri=lake.url_of(report_path),
+    )
+    lake.write_json(report_path, report)
+    return report
+
+
+def failure_message(report: ValidationReport, version: DatasetVersion) -> str:
+    """Why a report did not pass, naming every file that was set aside."""
+    lines = [
+        f"validation failed for dataset '{report.dataset}' version {report.dataset_version}: "
+        f"{len(report.accepted)} of {report.total_files} landing file(s) accepted "
+        f"({report.accepted_fraction:.0%}), the spec requires at least {report.threshold:.0%}"
+    ]
+    lines += [f"  {q.reason}" for q in version.quarantined]
+    lines += [f"  {failure_reason(r)}" for r in report.partitions if not r.success]
+    return "\n".join(lines)
+
+
+def report_table(report: ValidationReport) -> list[dict[str, Any]]:
+    """Rows for the Prefect table artifact: one per partition."""
+    return [
+        {
+            "source": r.source_uri.rsplit("/", 1)[-1],
+            "partition": r.partition_id,
+            "success": r.success,
+            "rows": r.rows,
+            "evaluated": r.evaluated,
+            "failed": r.failed,
+            "unexpected": r.unexpected_total,
+            "failed expectations": ", ".join(
+                f"{o.type}({o.column})" if o.column else o.type for o in r.expectations if not o.success
+            ),
+        }
+        for r in report.partitions
+    ]
+
+
+# Tasks ---------------------------------------------------------------------------------------
+@task(name="check-expectations")
+def check_expectations_task(spec: DatasetSpec) -> None:
+    """Fail fast on an expectation config GX cannot build."""
+    check_expectations(spec, source=f"dataset spec '{spec.name}'")
+
+
+@task(name="find-validated-partitions", retries=2, retry_delay_seconds=[2, 10])
+def known_results_task(
+    *, lake: str, spec: DatasetSpec, partitions: list[PartitionRef]
+) -> tuple[list[PartitionValidation], list[PartitionRef]]:
+    """Split partitions into already validated (same content, same suite) and still to do."""
+    return known_results(lake=Lake(lake), spec=spec, partitions=partitions)
+
+
+@task(name="validate-partition", retries=2, retry_delay_seconds=[2, 10])
+def validate_partition_task(
+    *, partition: PartitionRef, spec: DatasetSpec, lake: str
+) -> PartitionValidation:
+    """Validate one partition on a Dask worker."""
+    return validate_partition(partition=partition, spec=spec, lake=Lake(lake))
+
+
+@task(name="write-validation-report")
+def build_report_task(
+    *, spec: DatasetSpec, lake: str, version: DatasetVersion, results: list[PartitionValidation]
+) -> ValidationReport:
+    """Quarantine failing partitions and persist the report."""
+    return build_report(spec=spec, lake=Lake(lake), version=version, results=results)
