@@ -66,7 +66,9 @@ class ModelRegistry(Block):
         """Store a new version; versions are immutable, so an existing one is refused."""
         name, version = metadata.model_name, metadata.version
         if self.has_version(name, version):
-            raise RegistryError(f"model '{name}' version '{version}' already exists; versions are immutable")
+            raise RegistryError(
+                f"model '{name}' version '{version}' already exists; versions are immutable"
+            )
         self._lake.write_bytes(self._path(name, "versions", version, "model.ubj"), model)
         # The metadata is the commit marker: readers ignore a version until it is there.
         self._lake.write_json(self._path(name, "versions", version, "metadata.json"), metadata)
@@ -126,13 +128,18 @@ class ModelRegistry(Block):
         if current is None:
             raise RegistryError(f"model '{name}' has no champion to roll back")
         if to is None:
-            previous = [h["previous"] for h in self.aliases(name)["history"] if h["champion"] == current]
+            previous = [
+                h["previous"] for h in self.aliases(name)["history"] if h["champion"] == current
+            ]
             to = previous[-1] if previous and previous[-1] else None
             if to is None:
                 raise RegistryError(
-                    f"model '{name}': champion '{current}' has no predecessor; pass a version to roll back to"
+                    f"model '{name}': champion '{current}' has no predecessor; "
+                    "pass a version to roll back to"
                 )
-        return self.promote(name, to, reason=reason or f"rollback from {current} to {to} by an operator")
+        return self.promote(
+            name, to, reason=reason or f"rollback from {current} to {to} by an operator"
+        )
 
     def promote(self, name: str, version: str, *, reason: str = "") -> PromotionDecision:
         """Make ``version`` the champion by hand (recorded like any other decision)."""
@@ -154,4 +161,3 @@ class ModelRegistry(Block):
         self.set_champion(name, version, reason=decision.reason)
         self.record_decision(decision)
         return decision
-

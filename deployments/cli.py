@@ -18,6 +18,8 @@ _ENV_DEFAULTS = {
     # network, and competes with the run for the SQLite database.
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "GX_ANALYTICS_ENABLED": "false",
+    # Cluster start/stop chatter drowns the run's own log; warnings still show.
+    "DASK_LOGGING__DISTRIBUTED": "warning",
 }
 
 

@@ -22,7 +22,9 @@ def ingest_flow(spec: str, source: str, lake: str) -> IngestResult:
     ).result()
     if not any(o.partition for o in outcomes):
         reasons = "\n  ".join(o.quarantined.reason for o in outcomes if o.quarantined)
-        raise SourceError(f"none of the {len(files)} landing file(s) could be ingested:\n  {reasons}")
+        raise SourceError(
+            f"none of the {len(files)} landing file(s) could be ingested:\n  {reasons}"
+        )
     result = build_version_task(spec=dataset, lake=lake, source=source, outcomes=outcomes)
     publish_ingest_summary(result)
     return result

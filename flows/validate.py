@@ -28,9 +28,13 @@ def validate_flow(spec: str, lake: str, dataset_version: str | None = None) -> V
     version = load_version(Lake(lake), dataset.name, dataset_version)
     done, pending = known_results_task(lake=lake, spec=dataset, partitions=version.partitions)
     # Only partitions this suite has not seen yet reach the cluster.
-    fresh = validate_partition_task.map(
-        partition=pending, spec=unmapped(dataset), lake=unmapped(lake)
-    ).result() if pending else []
+    fresh = (
+        validate_partition_task.map(
+            partition=pending, spec=unmapped(dataset), lake=unmapped(lake)
+        ).result()
+        if pending
+        else []
+    )
     report = build_report_task(spec=dataset, lake=lake, version=version, results=[*done, *fresh])
     publish_validation_report(report)
     if not report.passed:

@@ -72,12 +72,12 @@ def publish_validation_report(report: ValidationReport) -> None:
 def publish_training_summary(candidate: ModelCandidate) -> None:
     metrics = "\n".join(f"| {k} | {v:.6f} |" for k, v in sorted(candidate.metrics.items()))
     rows = ", ".join(f"{k} {v:,}" for k, v in candidate.rows.items())
+    how = "Reused (same data and spec as an existing version)." if candidate.reused else "Trained."
     create_markdown_artifact(
         key=artifact_key("training", candidate.model_name),
         markdown=(
-            f"# Training: {candidate.model_name} @ {candidate.version}\n\n"
-            f"{'Reused (same data and spec as an existing version).' if candidate.reused else 'Trained.'}"
-            f"\n\n- dataset version `{candidate.dataset_version}`\n- rows: {rows}\n"
+            f"# Training: {candidate.model_name} @ {candidate.version}\n\n{how}\n\n"
+            f"- dataset version `{candidate.dataset_version}`\n- rows: {rows}\n"
             f"- best iteration: {candidate.best_iteration}\n- model: `{candidate.model_uri}`\n\n"
             f"| metric | test |\n| --- | --- |\n{metrics}\n"
         ),

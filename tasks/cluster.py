@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 
 
@@ -55,7 +56,7 @@ class StageTaskRunner(DaskTaskRunner):
         return self
 
 
-def stage_task_runner(*, partitions: int | None = None) -> StageTaskRunner:
+def stage_task_runner(*, partitions: int | None = None) -> TaskRunner[Any]:
     """A runner with a LocalCluster sized for ``partitions`` (the machine's cores when unknown)."""
     workers, threads = local_cluster_shape(partitions or os.cpu_count() or 1)
     cluster_kwargs: dict[str, Any] = {
@@ -80,4 +81,4 @@ def stage_scheduler_address() -> str:
     runner = context.task_runner if context else None
     if not isinstance(runner, DaskTaskRunner):
         raise RuntimeError("this stage must run in a flow whose task runner is a DaskTaskRunner")
-    return str(runner.client.scheduler.address)
+    return str(runner.client.scheduler_info()["address"])

@@ -55,7 +55,9 @@ def make_frame(rows: int, *, seed: int, offset: int = 0) -> pd.DataFrame:
         + 0.2 * (age >= 65)
     )
     churned = rng.random(rows) < 1.0 / (1.0 + np.exp(-logit))
-    signup = pd.Timestamp("2026-01-01") - pd.to_timedelta(tenure * 30 + rng.integers(0, 30, rows), "D")
+    signup = pd.Timestamp("2026-01-01") - pd.to_timedelta(
+        tenure * 30 + rng.integers(0, 30, rows), "D"
+    )
 
     frame = pd.DataFrame(
         {
@@ -111,7 +113,7 @@ def damage(frame: pd.DataFrame, defect: str, *, seed: int) -> pd.DataFrame:
 def write_demo_data(
     out: str, *, rows: int, files: int, seed: int, defects: bool = False
 ) -> list[DemoFile]:
-    """Write ``files`` landing files totalling ``rows`` rows under ``out``; return what was written."""
+    """Write ``files`` landing files with ``rows`` rows in all under ``out``; list them."""
     if rows < files:
         raise ValueError(f"--rows ({rows}) must be at least --files ({files})")
     if files < 1:

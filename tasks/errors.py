@@ -1,4 +1,4 @@
-"""Errors users see. Each names the file or field at fault; none carries a traceback's worth of noise."""
+"""Errors users see. Each names the file or field at fault, in plain words."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Iterable
 
 import fsspec
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -117,11 +118,16 @@ def cast_column(array: pa.ChunkedArray, column: ColumnSpec) -> pa.ChunkedArray:
             return pc.cast(array, pa.timestamp("us", "UTC")).cast(pa.timestamp("us"))
         try:
             return pc.cast(array, pa.timestamp("us"))
-        except pa.ArrowInvalid:
+        except pa.ArrowInvalid as naive_error:
             if not is_text:
                 raise
-            # Strings with a zone offset: normalise to UTC, then drop the zone.
-            return pc.cast(array, pa.timestamp("us", "UTC")).cast(pa.timestamp("us"))
+            # Some values carry a zone offset: read them all as ISO 8601 (naive ones as UTC),
+            # normalise to UTC and drop the zone. Report the plain error if even that fails.
+            try:
+                parsed = pd.to_datetime(array.to_pandas(), utc=True, format="ISO8601")
+            except (ValueError, TypeError):
+                raise naive_error from None
+            return pa.chunked_array([pa.array(parsed.dt.tz_convert(None), type=pa.timestamp("us"))])
     return pc.cast(array, ARROW_TYPES[column.type])
 
 
@@ -139,8 +145,13 @@ def cast_to_schema(table: pa.Table, *, spec: DatasetSpec, uri: str) -> tuple[pa.
         try:
             arrays.append(cast_column(source, column))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            kind = (
+                "text"
+                if pa.types.is_string(source.type) or pa.types.is_large_string(source.type)
+                else source.type
+            )
             raise PartitionError(
-                f"{uri}: column '{name}': cannot cast {source.type} to {column.type}: {err}"
+                f"{uri}: column '{name}': cannot cast {kind} to {column.type}: {err}"
             ) from None
     dropped = [name for name in table.column_names if name not in spec.columns]
     return pa.Table.from_arrays(arrays, names=list(spec.columns)), dropped
@@ -231,9 +242,7 @@ def build_version(
 ) -> IngestResult:
     """Write the dataset version manifest (content-addressed, so re-runs reuse it)."""
     outcomes = list(outcomes)
-    partitions = sorted(
-        (o.partition for o in outcomes if o.partition), key=lambda p: p.source_uri
-    )
+    partitions = sorted((o.partition for o in outcomes if o.partition), key=lambda p: p.source_uri)
     quarantined = sorted(
         (o.quarantined for o in outcomes if o.quarantined), key=lambda q: q.source_uri
     )
@@ -274,7 +283,9 @@ def load_version(lake: Lake, dataset: str, version: str | None = None) -> Datase
     if version is None:
         latest = lake.dataset(dataset, "latest.json")
         if not lake.exists(latest):
-            raise LakeError(f"{lake.uri}: dataset '{dataset}' has no versions yet; run ingestion first")
+            raise LakeError(
+                f"{lake.uri}: dataset '{dataset}' has no versions yet; run ingestion first"
+            )
         version = str(lake.read_json(latest)["version"])
     path = lake.version(dataset, version)
     if not lake.exists(path):

@@ -28,9 +28,11 @@ class Lake:
 
     def __post_init__(self) -> None:
         # Several processes write the lake; a cached directory listing would hide their work.
-        options = {} if "://" not in self.uri or self.uri.startswith("file://") else {
-            "use_listings_cache": False
-        }
+        options = (
+            {}
+            if "://" not in self.uri or self.uri.startswith("file://")
+            else {"use_listings_cache": False}
+        )
         fs, root = fsspec.core.url_to_fs(self.uri, **options)
         object.__setattr__(self, "_fs", fs)
         object.__setattr__(self, "_root", root.rstrip("/"))

@@ -49,7 +49,11 @@ def decide(
     """Promote when there is no champion, or the candidate beats it by ``min_improvement``."""
     if champion_value is None:
         return True, "no champion yet"
-    gain = candidate_value - champion_value if direction == "maximize" else champion_value - candidate_value
+    gain = (
+        candidate_value - champion_value
+        if direction == "maximize"
+        else champion_value - candidate_value
+    )
     if gain <= 0:
         return False, f"candidate is not better than the champion ({gain:+.6f})"
     if gain < min_improvement:
@@ -130,7 +134,9 @@ def _fmt(value: float | None) -> str:
 
 def feature_importance(registry: ModelRegistry, metadata: ModelMetadata) -> dict[str, float]:
     booster = registry.load_booster(metadata.model_name, metadata.version)
-    return {k: float(v) for k, v in booster.get_score(importance_type="gain").items()}
+    scores = booster.get_score(importance_type="gain")
+    # Multi-output models report a list per feature; their mean ranks the feature.
+    return {k: float(v) if isinstance(v, float) else sum(v) / len(v) for k, v in scores.items()}
 
 
 def apply_decision(registry: ModelRegistry, decision: PromotionDecision) -> None:

@@ -22,17 +22,30 @@ Direction = Literal["maximize", "minimize"]
 
 # Metrics each task reports on the test split, and which way is better.
 METRICS: dict[Task, dict[str, Direction]] = {
-    "binary": {"roc_auc": "maximize", "logloss": "minimize", "accuracy": "maximize", "f1": "maximize"},
+    "binary": {
+        "roc_auc": "maximize",
+        "logloss": "minimize",
+        "accuracy": "maximize",
+        "f1": "maximize",
+    },
     "multiclass": {"logloss": "minimize", "accuracy": "maximize", "f1_macro": "maximize"},
     "regression": {"rmse": "minimize", "mae": "minimize", "r2": "maximize"},
 }
-DEFAULT_METRIC: dict[Task, str] = {"binary": "roc_auc", "multiclass": "logloss", "regression": "rmse"}
+DEFAULT_METRIC: dict[Task, str] = {
+    "binary": "roc_auc",
+    "multiclass": "logloss",
+    "regression": "rmse",
+}
 DEFAULT_OBJECTIVE: dict[Task, str] = {
     "binary": "binary:logistic",
     "multiclass": "multi:softprob",
     "regression": "reg:squarederror",
 }
-DEFAULT_EVAL_METRIC: dict[Task, str] = {"binary": "logloss", "multiclass": "mlogloss", "regression": "rmse"}
+DEFAULT_EVAL_METRIC: dict[Task, str] = {
+    "binary": "logloss",
+    "multiclass": "mlogloss",
+    "regression": "rmse",
+}
 # XGBoost consumes these directly; datetimes become epoch seconds, strings must be declared
 # as categories to be used as features.
 FEATURE_TYPES: frozenset[str] = frozenset({"int", "float", "bool", "category", "datetime"})
@@ -59,7 +72,7 @@ class ColumnSpec(_Strict):
 
 
 class ExpectationSpec(_Strict):
-    """A Great Expectations expectation configuration, e.g. ``{type: expect_column_values_to_be_between, kwargs: {...}}``."""
+    """A Great Expectations expectation config: ``{type: expect_..., kwargs: {...}}``."""
 
     type: str = Field(pattern=r"^expect_[a-z0-9_]+$")
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -137,7 +150,9 @@ class DatasetSpec(_Strict):
                     "to use it as a feature"
                 )
         if not self.feature_columns:
-            raise ValueError("features: no usable feature columns (int, float, bool, category, datetime)")
+            raise ValueError(
+                "features: no usable feature columns (int, float, bool, category, datetime)"
+            )
         metrics = METRICS[self.task]
         if self.promotion.metric is not None and self.promotion.metric not in metrics:
             raise ValueError(
@@ -171,7 +186,9 @@ class DatasetSpec(_Strict):
         for name, col in self.columns.items():
             if not col.nullable or name == self.target:
                 implied.append(
-                    ExpectationSpec(type="expect_column_values_to_not_be_null", kwargs={"column": name})
+                    ExpectationSpec(
+                        type="expect_column_values_to_not_be_null", kwargs={"column": name}
+                    )
                 )
             if col.categories is not None:
                 implied.append(
@@ -198,7 +215,9 @@ class DatasetSpec(_Strict):
     # Hashes: each covers exactly what the thing it keys depends on, so changing an
     # expectation does not re-ingest and changing a promotion policy does not retrain.
     def schema_hash(self) -> str:
-        return stable_hash({name: col.model_dump(mode="json") for name, col in self.columns.items()})
+        return stable_hash(
+            {name: col.model_dump(mode="json") for name, col in self.columns.items()}
+        )
 
     def expectations_hash(self) -> str:
         return stable_hash(
@@ -214,7 +233,9 @@ class DatasetSpec(_Strict):
                 "target": self.target,
                 "task": self.task,
                 "key": self.key,
-                "features": {f: self.columns[f].model_dump(mode="json") for f in self.feature_columns},
+                "features": {
+                    f: self.columns[f].model_dump(mode="json") for f in self.feature_columns
+                },
                 "target_column": self.columns[self.target].model_dump(mode="json"),
                 "split": self.split.model_dump(mode="json"),
                 "training": self.training.model_dump(mode="json"),
@@ -244,7 +265,9 @@ def format_validation_error(source: str, err: ValidationError) -> str:
 def parse_spec(data: Any, *, source: str = "<spec>") -> DatasetSpec:
     """Validate an already-parsed spec document."""
     if not isinstance(data, dict):
-        raise SpecError(f"{source}: a dataset spec must be a YAML mapping, got {type(data).__name__}")
+        raise SpecError(
+            f"{source}: a dataset spec must be a YAML mapping, got {type(data).__name__}"
+        )
     try:
         return DatasetSpec.model_validate(data)
     except ValidationError as err:

@@ -51,7 +51,9 @@ def _natural_order(values: set[str]) -> list[str]:
         return sorted(values)
 
 
-def feature_layout(spec: DatasetSpec, version: DatasetVersion, accepted: list[str]) -> FeatureLayout:
+def feature_layout(
+    spec: DatasetSpec, version: DatasetVersion, accepted: list[str]
+) -> FeatureLayout:
     """Features, categories and classes for training on the accepted partitions of ``version``."""
     parts = [p for p in version.partitions if p.partition_id in set(accepted)]
     categories: dict[str, list[str]] = {}
@@ -94,7 +96,9 @@ def split_codes(frame: pd.DataFrame, *, key: str | None, split: dict[str, Any]) 
     hash_key = hashlib.sha256(salt.encode()).hexdigest()[:16] if salt else _DEFAULT_HASH_KEY
     # Without a key, a row is identified by all its columns (in name order, so reading
     # columns in another order cannot move a row to another split).
-    hashed = frame[key] if key else frame[sorted(c for c in frame.columns if not c.startswith("__"))]
+    hashed = (
+        frame[key] if key else frame[sorted(c for c in frame.columns if not c.startswith("__"))]
+    )
     buckets = pd.util.hash_pandas_object(hashed, index=False, hash_key=hash_key).to_numpy() % 10_000
     u = buckets / 10_000.0
     test, validation = float(split["test"]), float(split["validation"])
@@ -124,7 +128,9 @@ def prepare_frame(frame: pd.DataFrame, layout: FeatureLayout) -> pd.DataFrame:
     target = frame[layout.target]
     if layout.classes is not None:
         index = {c: i for i, c in enumerate(layout.classes)}
-        out[LABEL_COLUMN] = target.astype("object").map(lambda v: index.get(str(v), -1)).astype("int32")
+        out[LABEL_COLUMN] = (
+            target.astype("object").map(lambda v: index.get(str(v), -1)).astype("int32")
+        )
         out = out[out[LABEL_COLUMN] >= 0]  # a class unknown to this model cannot be scored
     else:
         out[LABEL_COLUMN] = pd.to_numeric(target).astype("float64")
@@ -140,7 +146,9 @@ def evaluate(task_kind: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str
 
     if task_kind == "binary":
         if len(np.unique(y_true)) < 2:
-            raise TrainingError("the test split holds a single class; need more (or more varied) data")
+            raise TrainingError(
+                "the test split holds a single class; need more (or more varied) data"
+            )
         return {
             "roc_auc": float(metrics.roc_auc_score(y_true, y_pred)),
             "logloss": float(metrics.log_loss(y_true, y_pred, labels=[0, 1])),
@@ -168,7 +176,9 @@ def load_prepared(client: Client, uris: list[str], layout: FeatureLayout) -> dd.
     import dask.dataframe as dd
 
     # A keyless split hashes whole rows, so it needs every column.
-    columns = [*dict.fromkeys([*layout.features, layout.target, layout.key])] if layout.key else None
+    columns = (
+        [*dict.fromkeys([*layout.features, layout.target, layout.key])] if layout.key else None
+    )
     raw = dd.read_parquet(uris, columns=columns)
     meta = prepare_frame(raw._meta, layout)
     prepared = raw.map_partitions(prepare_frame, layout, meta=meta)
@@ -183,7 +193,9 @@ def split_sizes(client: Client, prepared: dd.DataFrame) -> dict[str, int]:
     return {name: int(n) for name, n in zip(SPLITS, sums, strict=True)}
 
 
-def predict(client: Client, booster: xgboost.Booster, frame: dd.DataFrame, layout: FeatureLayout) -> np.ndarray:
+def predict(
+    client: Client, booster: xgboost.Booster, frame: dd.DataFrame, layout: FeatureLayout
+) -> np.ndarray:
     """Predictions for a prepared frame, computed on the cluster, gathered here."""
     from xgboost import dask as dxgb
 
@@ -192,7 +204,11 @@ def predict(client: Client, booster: xgboost.Booster, frame: dd.DataFrame, layou
 
 
 def score(
-    client: Client, booster: xgboost.Booster, prepared: dd.DataFrame, layout: FeatureLayout, split: str
+    client: Client,
+    booster: xgboost.Booster,
+    prepared: dd.DataFrame,
+    layout: FeatureLayout,
+    split: str,
 ) -> dict[str, float]:
     """Metrics of ``booster`` on one split of a prepared frame."""
     rows = prepared[prepared[SPLIT_COLUMN] == SPLITS[split]]
@@ -232,7 +248,8 @@ def train_distributed(
     empty = [name for name, n in rows.items() if n == 0]
     if empty:
         raise TrainingError(
-            f"the {', '.join(empty)} split(s) would be empty ({rows}); the accepted data is too small"
+            f"the {', '.join(empty)} split(s) would be empty ({rows}); "
+            "the accepted data is too small"
         )
 
     def part(split: str) -> tuple[dd.DataFrame, dd.Series]:
@@ -257,7 +274,9 @@ def train_distributed(
     )
     timings["train_seconds"] = time.perf_counter() - started
     booster: xgboost.Booster = output["booster"]
-    history = {k: {m: [float(v) for v in vs] for m, vs in d.items()} for k, d in output["history"].items()}
+    history = {
+        k: {m: [float(v) for v in vs] for m, vs in d.items()} for k, d in output["history"].items()
+    }
     rounds = booster.num_boosted_rounds()
     best_iteration = int(getattr(booster, "best_iteration", rounds - 1))
     best_score = getattr(booster, "best_score", None)
@@ -287,13 +306,16 @@ class TrainingPlan(BaseModel):
     params: dict[str, Any]
 
 
-def plan_training(*, spec: DatasetSpec, version: DatasetVersion, report: ValidationReport) -> TrainingPlan:
+def plan_training(
+    *, spec: DatasetSpec, version: DatasetVersion, report: ValidationReport
+) -> TrainingPlan:
     """What to train on and the content-addressed id the model will get."""
     import xgboost
 
     if not report.passed:
         raise ValidationFailed(
-            f"dataset '{spec.name}' version {version.version} did not pass validation; refusing to train"
+            f"dataset '{spec.name}' version {version.version} did not pass validation; "
+            "refusing to train"
         )
     layout = feature_layout(spec, version, report.accepted)
     accepted = set(report.accepted)
@@ -315,7 +337,9 @@ def plan_training(*, spec: DatasetSpec, version: DatasetVersion, report: Validat
     )
 
 
-def candidate_from(metadata: ModelMetadata, *, registry: ModelRegistry, reused: bool) -> ModelCandidate:
+def candidate_from(
+    metadata: ModelMetadata, *, registry: ModelRegistry, reused: bool
+) -> ModelCandidate:
     return ModelCandidate(
         model_name=metadata.model_name,
         version=metadata.version,
@@ -395,9 +419,11 @@ def load_report(lake: Lake, spec: DatasetSpec, version: DatasetVersion) -> Valid
     return ValidationReport.model_validate(lake.read_json(path))
 
 
-# Tasks ---------------------------------------------------------------------------------------------
+# Tasks --------------------------------------------------------------------------------
 @task(name="plan-training")
-def plan_training_task(*, spec: DatasetSpec, version: DatasetVersion, report: ValidationReport) -> TrainingPlan:
+def plan_training_task(
+    *, spec: DatasetSpec, version: DatasetVersion, report: ValidationReport
+) -> TrainingPlan:
     """Check the data can train a model and compute the model version id."""
     return plan_training(spec=spec, version=version, report=report)
 

@@ -95,11 +95,20 @@ def _gx_batch_and_suite(
         return _state["batch"], suites[key]
 
 
+def _exception_message(info: dict[str, Any]) -> str | None:
+    """GX reports errors flat or keyed by the metric that raised; either way, the first message."""
+    if info.get("raised_exception"):
+        return str(info.get("exception_message"))
+    for value in info.values():
+        if isinstance(value, dict) and value.get("raised_exception"):
+            return str(value.get("exception_message"))
+    return None
+
+
 def _outcome(result: Any) -> ExpectationOutcome:
     config = result.expectation_config
     details = result.result or {}
-    exception = result.exception_info or {}
-    error = exception.get("exception_message") if exception.get("raised_exception") else None
+    error = _exception_message(result.exception_info or {})
     partial = details.get("partial_unexpected_list") or []
     return ExpectationOutcome(
         type=config.type,
@@ -167,7 +176,9 @@ def known_results(
     return done, pending
 
 
-def validate_partition(*, partition: PartitionRef, spec: DatasetSpec, lake: Lake) -> PartitionValidation:
+def validate_partition(
+    *, partition: PartitionRef, spec: DatasetSpec, lake: Lake
+) -> PartitionValidation:
     """Validate one partition and keep the result in the lake."""
     result = validate_frame(
         read_partition_frame(partition.uri),
@@ -194,7 +205,10 @@ def failure_reason(result: PartitionValidation) -> str:
             parts.append(f"{where}: {o.unexpected_count} unexpected value(s){sample}")
         else:
             parts.append(f"{where}: failed")
-    return f"{result.source_uri}: failed {result.failed} of {result.evaluated} expectations: " + "; ".join(parts)
+    return (
+        f"{result.source_uri}: failed {result.failed} of {result.evaluated} expectations: "
+        + "; ".join(parts)
+    )
 
 
 def build_report(
@@ -264,7 +278,9 @@ def report_table(report: ValidationReport) -> list[dict[str, Any]]:
             "failed": r.failed,
             "unexpected": r.unexpected_total,
             "failed expectations": ", ".join(
-                f"{o.type}({o.column})" if o.column else o.type for o in r.expectations if not o.success
+                f"{o.type}({o.column})" if o.column else o.type
+                for o in r.expectations
+                if not o.success
             ),
         }
         for r in report.partitions

@@ -1,0 +1,95 @@
+"""Shared fixtures: generated data, spec variants and one Prefect API for the whole session."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+# Before anything imports Prefect: keep its state out of ~/.prefect, give the temporary
+# API server time to migrate on a slow machine, and keep telemetry off the network.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="mlops-test-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_SPEC = REPO / "datasets" / "demo.yaml"
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One temporary Prefect API (own SQLite database) for every flow test in the session."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="session")
+def demo_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four clean landing files (CSV, gzip CSV, Parquet, CSV), 6,000 rows."""
+    from tasks.demo_data import write_demo_data
+
+    out = tmp_path_factory.mktemp("landing-clean")
+    write_demo_data(str(out), rows=6000, files=4, seed=11)
+    return out
+
+
+@pytest.fixture(scope="session")
+def defect_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight landing files, four of them damaged (one of each defect)."""
+    from tasks.demo_data import write_demo_data
+
+    out = tmp_path_factory.mktemp("landing-defects")
+    write_demo_data(str(out), rows=8000, files=8, seed=12, defects=True)
+    return out
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> str:
+    return str(tmp_path / "lake")
+
+
+@pytest.fixture
+def demo_spec() -> str:
+    return str(DEMO_SPEC)
+
+
+@pytest.fixture
+def spec_variant(tmp_path: Path) -> Callable[..., str]:
+    """Write the demo spec with some top-level or nested fields changed; return its path."""
+
+    def make(name: str = "variant.yaml", **changes: Any) -> str:
+        data = yaml.safe_load(DEMO_SPEC.read_text())
+        for dotted, value in changes.items():
+            node = data
+            *parents, leaf = dotted.split("__")
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[leaf] = value
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return str(path)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[Any]:
+    """A real two-process LocalCluster for tests of the distributed functions."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
+        Client(cluster, set_as_default=False) as client,
+        client.as_current(),
+    ):
+        yield client

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from tasks.lake import Lake
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_layout_and_uris(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    assert lake.partition("d", "p1").endswith("lake/datasets/d/partitions/p1.parquet")
+    assert lake.url_of(lake.version("d", "v1")).startswith("file://")
+    assert Lake("s3://bucket/prefix").path("x") == "bucket/prefix/x"
+    assert Lake("s3://bucket/prefix").url_of("bucket/prefix/x") == "s3://bucket/prefix/x"
+
+
+def test_atomic_write_replaces_whole_file_and_leaves_no_temporaries(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path))
+    path = lake.path("a", "b.json")
+    lake.write_json(path, {"v": 1})
+    lake.write_json(path, {"v": 2})
+    assert lake.read_json(path) == {"v": 2}
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["b.json"]
+
+
+def test_listing_skips_in_flight_temporaries_and_missing_folders(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path))
+    lake.write_bytes(lake.path("d", "x.json"), b"{}")
+    (tmp_path / "d" / ".tmp-123-y.json").write_bytes(b"{")
+    assert [Path(p).name for p in lake.list_files(lake.path("d"), ".json")] == ["x.json"]
+    assert lake.list_files(lake.path("absent")) == []
+
+
+def test_lake_pickles_as_its_uri(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path))
+    assert pickle.loads(pickle.dumps(lake)) == lake

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xgboost
+
+from blocks.registry import ModelRegistry
+from tasks.errors import RegistryError
+from tasks.models import FeatureLayout, ModelMetadata
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def metadata(version: str, value: float = 0.8) -> ModelMetadata:
+    return ModelMetadata(
+        model_name="m",
+        version=version,
+        layout=FeatureLayout(
+            task="binary",
+            target="y",
+            key=None,
+            features=["a"],
+            feature_types={"a": "float"},
+            categories={},
+            classes=["0", "1"],
+            split={"validation": 0.15, "test": 0.15, "salt": ""},
+        ),
+        params={"objective": "binary:logistic"},
+        num_boost_round=2,
+        early_stopping_rounds=None,
+        best_iteration=1,
+        best_score=None,
+        metric="roc_auc",
+        direction="maximize",
+        metrics={"roc_auc": value},
+        rows={"train": 8, "validation": 1, "test": 1},
+        eval_history={},
+        dataset="d",
+        dataset_version="dv",
+        partitions=[],
+        spec_hash="s",
+        training_hash="t",
+        package_version="0",
+        xgboost_version=xgboost.__version__,
+        workers=1,
+        timings={},
+    )
+
+
+def model_bytes() -> bytes:
+    x = np.arange(20, dtype=float).reshape(-1, 1)
+    booster = xgboost.train({"objective": "binary:logistic"}, xgboost.DMatrix(x, x[:, 0] > 9), 2)
+    return bytes(booster.save_raw(raw_format="ubj"))
+
+
+def test_register_is_immutable_and_model_round_trips(tmp_path: Path) -> None:
+    registry = ModelRegistry(lake=str(tmp_path))
+    raw = model_bytes()
+    uri = registry.register(metadata("v1"), raw)
+    assert uri.endswith("models/m/versions/v1/model.ubj")
+    assert (tmp_path / "models/m/versions/v1/model.ubj").read_bytes()[:1] == b"{"  # UBJSON object
+    with pytest.raises(RegistryError, match="already exists; versions are immutable"):
+        registry.register(metadata("v1"), raw)
+    booster = registry.load_booster("m", "v1")
+    assert booster.num_boosted_rounds() == 2
+    with pytest.raises(RegistryError, match="has no version 'v9'"):
+        registry.metadata("m", "v9")
+
+
+def test_a_version_without_metadata_does_not_exist(tmp_path: Path) -> None:
+    registry = ModelRegistry(lake=str(tmp_path))
+    registry.register(metadata("v1"), model_bytes())
+    # A crash between the two writes leaves only the model file: not a version.
+    half = tmp_path / "models/m/versions/v2"
+    half.mkdir(parents=True)
+    (half / "model.ubj").write_bytes(model_bytes())
+    assert [m.version for m in registry.versions("m")] == ["v1"]
+    assert not registry.has_version("m", "v2")
+    with pytest.raises(RegistryError):
+        registry.set_champion("m", "v2", reason="x")
+
+
+def test_champion_alias_history_rollback_and_manual_promotion(tmp_path: Path) -> None:
+    registry = ModelRegistry(lake=str(tmp_path))
+    for v in ["v1", "v2", "v3"]:
+        registry.register(metadata(v), model_bytes())
+    assert registry.champion("m") is None
+    with pytest.raises(RegistryError, match="no champion to roll back"):
+        registry.rollback("m")
+    registry.set_champion("m", "v1", reason="first")
+    with pytest.raises(RegistryError, match="has no predecessor"):
+        registry.rollback("m")
+    registry.set_champion("m", "v2", reason="better")
+    decision = registry.rollback("m")
+    assert (decision.champion_before, decision.champion_after) == ("v2", "v1")
+    assert registry.champion("m") == "v1"
+    registry.promote("m", "v3", reason="by hand")
+    history = registry.aliases("m")["history"]
+    assert [(h["previous"], h["champion"]) for h in history] == [
+        (None, "v1"),
+        ("v1", "v2"),
+        ("v2", "v1"),
+        ("v1", "v3"),
+    ]
+    assert [d.reason for d in registry.decisions("m")][-1] == "by hand"
+    assert len(registry.decisions("m")) == 2  # the manual switches are recorded decisions

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.errors import SpecError
+from tasks.spec import DatasetSpec, load_spec, parse_spec
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _demo(demo_spec: str) -> dict:
+    return yaml.safe_load(Path(demo_spec).read_text())
+
+
+def test_demo_spec_loads_with_defaults_filled_in(demo_spec: str) -> None:
+    spec = load_spec(demo_spec)
+    assert spec.name == "customers"
+    assert spec.task == "binary" and spec.target == "churned" and spec.key == "customer_id"
+    # Default features: every usable column but target and key (strings are not usable).
+    assert "customer_id" not in spec.feature_columns
+    assert "churned" not in spec.feature_columns
+    assert {"age", "contract", "signup_date", "is_senior"} <= set(spec.feature_columns)
+    assert spec.metric == "roc_auc" and spec.direction == "maximize"
+    params = spec.xgboost_params()
+    assert params["objective"] == "binary:logistic" and params["tree_method"] == "hist"
+    assert params["max_depth"] == 6  # the spec's own params win over defaults
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"columns": {"age": {"type": "integer"}}}, "columns.age.type"),
+        ({"colums": {}}, "colums: Extra inputs are not permitted"),
+        ({"target": "nope"}, "target: 'nope' is not one of the columns"),
+        ({"key": "nope"}, "key: 'nope' is not one of the columns"),
+        ({"task": "ranking"}, "task: Input should be 'binary', 'multiclass' or 'regression'"),
+        ({"features": ["customer_id"]}, "features.0: 'customer_id' is the target or key column"),
+        ({"features": ["age", "nope"]}, "features.1: 'nope' is not one of the columns"),
+        (
+            {"promotion": {"metric": "rmse"}},
+            "promotion.metric: 'rmse' is not reported for a binary",
+        ),
+        ({"validation": {"min_accepted_fraction": 1.5}}, "validation.min_accepted_fraction"),
+        ({"split": {"validation": 0.5, "test": 0.45}}, "split: validation + test must leave"),
+        ({"name": "Bad Name"}, "name: String should match pattern"),
+        ({"expectations": [{"kwargs": {}}]}, "expectations.0.type: Field required"),
+    ],
+)
+def test_bad_spec_error_names_file_and_field(
+    demo_spec: str, tmp_path: Path, change: dict, expected: str
+) -> None:
+    data = _demo(demo_spec)
+    for key, value in change.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            for sub, subvalue in value.items():
+                if isinstance(subvalue, dict) and isinstance(data[key].get(sub), dict):
+                    data[key][sub].update(subvalue)
+                else:
+                    data[key][sub] = subvalue
+        else:
+            data[key] = value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError) as err:
+        load_spec(str(path))
+    assert str(path) in str(err.value)
+    assert expected in str(err.value)
+
+
+def test_regression_target_must_be_numeric(demo_spec: str) -> None:
+    data = _demo(demo_spec)
+    data["task"] = "regression"
+    with pytest.raises(SpecError, match="regression target must be int or float"):
+        parse_spec(data, source="s.yaml")
+
+
+def test_string_feature_must_be_declared_category(demo_spec: str) -> None:
+    data = _demo(demo_spec)
+    data["key"] = None
+    data["features"] = ["customer_id"]
+    with pytest.raises(SpecError, match="features.0: 'customer_id' is a string column"):
+        parse_spec(data, source="s.yaml")
+
+
+def test_missing_unparsable_and_non_mapping_specs(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="dataset spec not found"):
+        load_spec(str(tmp_path / "absent.yaml"))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(str(broken))
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- a\n- b\n")
+    with pytest.raises(SpecError, match="must be a YAML mapping"):
+        load_spec(str(listy))
+
+
+def test_hashes_change_only_with_what_they_cover(spec_variant: Callable[..., str]) -> None:
+    base = load_spec(spec_variant("a.yaml"))
+    new_expectation = load_spec(
+        spec_variant(
+            "b.yaml", expectations=[{"type": "expect_column_to_exist", "kwargs": {"column": "age"}}]
+        )
+    )
+    new_policy = load_spec(spec_variant("c.yaml", promotion__min_improvement=0.5))
+    new_params = load_spec(spec_variant("d.yaml", training__num_boost_round=10))
+    # Changing an expectation must not re-ingest (schema) or retrain (training) anything.
+    assert new_expectation.schema_hash() == base.schema_hash()
+    assert new_expectation.training_hash() == base.training_hash()
+    assert new_expectation.expectations_hash() != base.expectations_hash()
+    # A promotion policy change retrains nothing.
+    assert new_policy.training_hash() == base.training_hash()
+    assert new_policy.spec_hash() != base.spec_hash()
+    assert new_params.training_hash() != base.training_hash()
+    assert base.spec_hash() == load_spec(spec_variant("a2.yaml")).spec_hash()
+
+
+def test_implied_expectations_cover_nullability_and_categories(demo_spec: str) -> None:
+    spec: DatasetSpec = load_spec(demo_spec)
+    implied = [e for e in spec.all_expectations() if e not in spec.expectations]
+    not_null = {
+        e.kwargs["column"] for e in implied if e.type == "expect_column_values_to_not_be_null"
+    }
+    assert not_null == {n for n, c in spec.columns.items() if not c.nullable} | {spec.target}
+    in_set = [e for e in implied if e.type == "expect_column_values_to_be_in_set"]
+    assert [e.kwargs["column"] for e in in_set] == ["contract"]
