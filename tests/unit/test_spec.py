@@ -82,7 +82,7 @@ def test_string_feature_must_be_declared_category(demo_spec: str) -> None:
     data = _demo(demo_spec)
     data["key"] = None
     data["features"] = ["customer_id"]
-    with pytest.raises(SpecError, match="features.0: 'customer_id' is a string column"):
+    with pytest.raises(SpecError, match=r"features\.0: 'customer_id' is a string column"):
         parse_spec(data, source="s.yaml")
 
 

@@ -54,7 +54,7 @@ def test_clean_frame_passes_and_missing_column_is_reported_as_error() -> None:
     broken = validate_frame(
         clean.drop(columns=["c"]), EXPECTATIONS, suite_key="t1", partition_id="p", source_uri="f"
     )
-    missing = [o for o in broken.expectations if o.column == "c"][0]
+    missing = next(o for o in broken.expectations if o.column == "c")
     assert not missing.success and missing.error
 
 

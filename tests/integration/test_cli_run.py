@@ -1,0 +1,60 @@
+"""`mlops run` as a user runs it: a separate process, JSON on stdout, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
+
+MLOPS = str(Path(sys.executable).parent / "mlops")
+
+
+def run_cli(args: list[str], api: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PREFECT_API_URL": api}
+    return subprocess.run([MLOPS, *args], env=env, capture_output=True, text=True, timeout=540)
+
+
+def test_run_prints_the_result_as_json_and_exits_0(
+    prefect_api: str, demo_spec: str, demo_source: Path, lake: str
+) -> None:
+    done = run_cli(
+        ["run", "--spec", demo_spec, "--source", str(demo_source), "--lake", lake, "--json"],
+        prefect_api,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["promoted"] is True and result["champion"] == result["model_version"]
+    assert result["partitions_accepted"] == 4
+
+    human = run_cli(
+        ["run", "--spec", demo_spec, "--source", str(demo_source), "--lake", lake], prefect_api
+    )
+    assert human.returncode == 0, human.stderr[-3000:]
+    assert "decision  not promoted: candidate is already the champion" in human.stdout
+
+
+def test_failed_run_exits_nonzero_with_a_clear_message(
+    prefect_api: str, demo_spec: str, tmp_path: Path
+) -> None:
+    done = run_cli(
+        [
+            "run",
+            "--spec",
+            demo_spec,
+            "--source",
+            str(tmp_path / "missing"),
+            "--lake",
+            str(tmp_path / "lake"),
+        ],
+        prefect_api,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == f"error: {tmp_path / 'missing'}: landing location does not exist"

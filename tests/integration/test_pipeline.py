@@ -1,0 +1,127 @@
+"""End to end: ml_pipeline as users call it, on real clusters and the session's Prefect API."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from blocks.registry import ModelRegistry
+from flows.pipeline import ml_pipeline
+from tasks.demo_data import make_frame, write_demo_data
+from tasks.errors import SourceError, SpecError, TrainingError, ValidationFailed
+
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
+
+
+def lake_files(lake: str) -> set[str]:
+    return {str(p.relative_to(lake)) for p in Path(lake).rglob("*") if p.is_file()}
+
+
+def test_pipeline_twice_then_with_one_new_file(
+    demo_spec: str, demo_source: Path, tmp_path: Path, lake: str
+) -> None:
+    landing = tmp_path / "landing"
+    shutil.copytree(demo_source, landing)
+
+    first = ml_pipeline(spec=demo_spec, source=str(landing), lake=lake)
+    assert first.promoted and first.reason == "no champion yet"
+    assert (first.partitions_total, first.partitions_accepted, first.new_partitions) == (4, 4, 4)
+    assert first.rows == 6000 and first.metrics["roc_auc"] > 0.8
+    assert first.champion == first.model_version
+    files_after_first = lake_files(lake)
+
+    second = ml_pipeline(spec=demo_spec, source=str(landing), lake=lake)
+    assert second.new_partitions == 0 and second.model_reused
+    assert (second.dataset_version, second.model_version) == (
+        first.dataset_version,
+        first.model_version,
+    )
+    assert not second.promoted and second.champion == first.champion
+    # Nothing was re-ingested, re-validated or retrained: only a decision record was added.
+    added = lake_files(lake) - files_after_first
+    assert all(f.startswith("models/customers/decisions/") for f in added) and len(added) == 1
+
+    extra = tmp_path / "extra"
+    write_demo_data(str(extra), rows=1500, files=1, seed=99)
+    shutil.copy(extra / "customers-0000.csv", landing / "customers-9999.csv")
+    third = ml_pipeline(spec=demo_spec, source=str(landing), lake=lake)
+    assert third.new_partitions == 1 and third.partitions_total == 5 and third.rows == 7500
+    assert third.dataset_version != first.dataset_version
+    assert third.model_version != first.model_version and not third.model_reused
+    registry = ModelRegistry(lake=lake)
+    assert registry.champion("customers") == third.champion
+    assert len(registry.versions("customers")) == 2 and len(registry.decisions("customers")) == 3
+    assert not [f for f in lake_files(lake) if "/.tmp-" in f]
+
+
+def test_defective_files_are_quarantined_while_the_rest_trains(
+    demo_spec: str, defect_source: Path, lake: str
+) -> None:
+    result = ml_pipeline(spec=demo_spec, source=str(defect_source), lake=lake)
+    assert (result.partitions_total, result.partitions_accepted, result.partitions_quarantined) == (
+        8,
+        4,
+        4,
+    )
+    assert result.promoted and result.metrics["roc_auc"] > 0.75
+    reasons = "\n".join(result.quarantined)
+    assert "customers-0001.csv.gz: column 'age': cannot cast text to int" in reasons
+    assert "customers-0002.parquet: failed 2 of" in reasons
+    assert "customers-0003.csv: missing column(s) 'monthly_charges'" in reasons
+    assert "customers-0004.csv.gz: file is truncated or corrupt" in reasons
+    quarantine = Path(lake) / "datasets" / "customers" / "quarantine"
+    assert len(list(quarantine.glob("*.json"))) == 4
+
+
+def test_bad_input_fails_clearly_before_touching_anything(
+    demo_spec: str, spec_variant, demo_source: Path, tmp_path: Path, lake: str
+) -> None:
+    with pytest.raises(SourceError, match="landing location does not exist"):
+        ml_pipeline(spec=demo_spec, source=str(tmp_path / "nowhere"), lake=lake)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="no landing files found"):
+        ml_pipeline(spec=demo_spec, source=str(tmp_path / "empty"), lake=lake)
+    bogus = spec_variant(expectations=[{"type": "expect_column_to_be_magic", "kwargs": {}}])
+    with pytest.raises(SpecError, match=r"expectations\.0 \(expect_column_to_be_magic\)"):
+        ml_pipeline(spec=bogus, source=str(demo_source), lake=lake)
+    with pytest.raises(SpecError, match=r"columns\.age\.type"):
+        ml_pipeline(
+            spec=spec_variant(columns={"age": {"type": "number"}}),
+            source=str(demo_source),
+            lake=lake,
+        )
+    assert not Path(lake).exists()
+
+
+def test_failed_runs_never_touch_the_champion(
+    demo_spec: str, spec_variant, demo_source: Path, tmp_path: Path, lake: str
+) -> None:
+    good = ml_pipeline(spec=demo_spec, source=str(demo_source), lake=lake)
+    registry = ModelRegistry(lake=lake)
+    aliases = (Path(lake) / "models" / "customers" / "aliases.json").read_bytes()
+
+    # A target with one class: ingested and validated, refused before training.
+    one_class = tmp_path / "one-class"
+    one_class.mkdir()
+    frame = make_frame(3000, seed=5, offset=10_000_000).assign(churned=False)
+    frame.to_csv(one_class / "all-stayed.csv", index=False, date_format="%Y-%m-%d")
+    with pytest.raises(TrainingError, match=r"target 'churned' has 1 class\(es\) \(False\)"):
+        ml_pipeline(spec=demo_spec, source=str(one_class), lake=lake)
+
+    # Every partition failing validation.
+    impossible = spec_variant(
+        expectations=[
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {"column": "age", "min_value": 200},
+            }
+        ]
+    )
+    with pytest.raises(ValidationFailed, match="0 of 4 landing file"):
+        ml_pipeline(spec=impossible, source=str(demo_source), lake=lake)
+
+    assert registry.champion("customers") == good.champion
+    assert (Path(lake) / "models" / "customers" / "aliases.json").read_bytes() == aliases
+    assert [m.version for m in registry.versions("customers")] == [good.model_version]
