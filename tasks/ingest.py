@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from prefect import task
 
-from tasks.errors import LakeError, PartitionError, SourceError
+from tasks.errors import LakeError, PartitionError, SourceError, retry_unless_data_error
 from tasks.lake import Lake
 from tasks.models import (
     DatasetVersion,
@@ -294,13 +294,23 @@ def load_version(lake: Lake, dataset: str, version: str | None = None) -> Datase
 
 
 # Tasks -----------------------------------------------------------------------------------------
-@task(name="discover-landing-files", retries=2, retry_delay_seconds=[2, 10])
+@task(
+    name="discover-landing-files",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless_data_error,
+)
 def discover_sources_task(source: str) -> list[str]:
     """List the landing files to ingest."""
     return discover_sources(source)
 
 
-@task(name="ingest-file", retries=2, retry_delay_seconds=[2, 10])
+@task(
+    name="ingest-file",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless_data_error,
+)
 def ingest_file_task(*, source_uri: str, spec: DatasetSpec, lake: str) -> IngestOutcome:
     """Ingest one landing file on a Dask worker."""
     return ingest_file(source_uri=source_uri, spec=spec, lake=Lake(lake))

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from prefect import task
 
 from blocks.registry import ModelRegistry
-from tasks.errors import RegistryError
+from tasks.errors import RegistryError, retry_unless_data_error
 from tasks.models import ModelMetadata, PromotionDecision
 from tasks.spec import DatasetSpec
 
@@ -187,7 +187,12 @@ def make_decision(
 
 
 # Tasks ---------------------------------------------------------------------------------------
-@task(name="rescore-champion", retries=1, retry_delay_seconds=5)
+@task(
+    name="rescore-champion",
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_data_error,
+)
 def rescore_champion_task(
     *, scheduler: str, lake: str, champion: ModelMetadata, candidate: ModelMetadata, metric: str
 ) -> float:
@@ -205,7 +210,12 @@ def rescore_champion_task(
         )
 
 
-@task(name="apply-promotion-decision", retries=2, retry_delay_seconds=[2, 10])
+@task(
+    name="apply-promotion-decision",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless_data_error,
+)
 def apply_decision_task(*, lake: str, decision: PromotionDecision) -> None:
     """Move the champion alias when promoted and append the decision to the history."""
     apply_decision(ModelRegistry(lake=lake), decision)

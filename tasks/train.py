@@ -20,7 +20,7 @@ from prefect import task
 from pydantic import BaseModel
 
 from blocks.registry import ModelRegistry
-from tasks.errors import TrainingError, ValidationFailed
+from tasks.errors import TrainingError, ValidationFailed, retry_unless_data_error
 from tasks.lake import Lake
 from tasks.models import (
     DatasetVersion,
@@ -428,7 +428,9 @@ def plan_training_task(
     return plan_training(spec=spec, version=version, report=report)
 
 
-@task(name="train-model", retries=1, retry_delay_seconds=5)
+@task(
+    name="train-model", retries=1, retry_delay_seconds=5, retry_condition_fn=retry_unless_data_error
+)
 def train_model_task(
     *, scheduler: str, spec: DatasetSpec, lake: str, version: DatasetVersion, plan: TrainingPlan
 ) -> ModelCandidate:
