@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefect import flow, unmapped
+from prefect import flow, get_run_logger, unmapped
 
 from tasks.artifacts import publish_ingest_summary
 from tasks.cluster import stage_task_runner
@@ -26,5 +26,17 @@ def ingest_flow(spec: str, source: str, lake: str) -> IngestResult:
             f"none of the {len(files)} landing file(s) could be ingested:\n  {reasons}"
         )
     result = build_version_task(spec=dataset, lake=lake, source=source, outcomes=outcomes)
+    logger = get_run_logger()
+    for record in result.version.quarantined:
+        logger.warning("Quarantined %s", record.reason)
+    logger.info(
+        "Dataset %s version %s: %d partitions (%d new, %d unchanged), %d file(s) quarantined",
+        dataset.name,
+        result.version.version,
+        len(result.version.partitions),
+        len(result.new_partitions),
+        len(result.reused_partitions),
+        len(result.version.quarantined),
+    )
     publish_ingest_summary(result)
     return result

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from blocks.registry import ModelRegistry
 from tasks.artifacts import publish_model_card
@@ -52,6 +52,14 @@ def promote_flow(spec: str, lake: str, model_version: str | None = None) -> Prom
         incompatible=incompatible,
     )
     apply_decision_task(lake=lake, decision=decision)
+    get_run_logger().info(
+        "Model %s@%s %s: %s (champion now %s)",
+        dataset.name,
+        candidate.version,
+        "promoted" if decision.promoted else "not promoted",
+        decision.reason,
+        decision.champion_after,
+    )
     publish_model_card(
         dataset=dataset.name,
         markdown=model_card(

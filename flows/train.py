@@ -42,5 +42,11 @@ def train_flow(spec: str, lake: str, dataset_version: str | None = None) -> Mode
             version=version,
             plan=plan,
         )
+        get_run_logger().info(
+            "Registered model %s@%s: test %s",
+            dataset.name,
+            candidate.version,
+            ", ".join(f"{k}={v:.4f}" for k, v in candidate.metrics.items()),
+        )
     publish_training_summary(candidate)
     return candidate

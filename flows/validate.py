@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefect import flow, unmapped
+from prefect import flow, get_run_logger, unmapped
 
 from tasks.artifacts import publish_validation_report
 from tasks.cluster import stage_task_runner
@@ -15,6 +15,7 @@ from tasks.validate import (
     build_report_task,
     check_expectations_task,
     failure_message,
+    failure_reason,
     known_results_task,
     validate_partition_task,
 )
@@ -37,6 +38,19 @@ def validate_flow(spec: str, lake: str, dataset_version: str | None = None) -> V
     )
     report = build_report_task(spec=dataset, lake=lake, version=version, results=[*done, *fresh])
     publish_validation_report(report)
+    logger = get_run_logger()
+    for result in report.partitions:
+        if not result.success:
+            logger.warning("Quarantined %s", failure_reason(result))
+    logger.info(
+        "Dataset %s version %s: %d/%d landing files accepted (%d validated now, %d known)",
+        dataset.name,
+        version.version,
+        len(report.accepted),
+        report.total_files,
+        len(fresh),
+        len(done),
+    )
     if not report.passed:
         raise ValidationFailed(failure_message(report, version))
     return report

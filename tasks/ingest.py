@@ -203,7 +203,9 @@ def ingest_file(*, source_uri: str, spec: DatasetSpec, lake: Lake) -> IngestOutc
     pid = partition_id(source_hash, spec.schema_hash())
     target = lake.partition(spec.name, pid)
     if lake.exists(target):
-        return IngestOutcome(partition=read_partition_ref(lake, target), reused=True)
+        # Same bytes as an earlier file: reuse its partition, under the name it has now.
+        ref = read_partition_ref(lake, target).model_copy(update={"source_uri": source_uri})
+        return IngestOutcome(partition=ref, reused=True)
     try:
         if fmt is None:
             raise PartitionError(f"{source_uri}: unsupported file type")

@@ -105,6 +105,18 @@ def split_codes(frame: pd.DataFrame, *, key: str | None, split: dict[str, Any]) 
     return np.where(u < test, 2, np.where(u < test + validation, 1, 0)).astype("int8")
 
 
+def class_name(value: object) -> str:
+    """A class label as text, the way ingestion records it (an int column read back as
+    floats because it held nulls still names its classes ``1``, not ``1.0``)."""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, np.integer):
+        return str(int(value))
+    return str(value)
+
+
 def _as_float(series: pd.Series, kind: str) -> pd.Series:
     if kind == "bool":
         return series.map({True: 1.0, False: 0.0}).astype("float64")
@@ -129,7 +141,7 @@ def prepare_frame(frame: pd.DataFrame, layout: FeatureLayout) -> pd.DataFrame:
     if layout.classes is not None:
         index = {c: i for i, c in enumerate(layout.classes)}
         out[LABEL_COLUMN] = (
-            target.astype("object").map(lambda v: index.get(str(v), -1)).astype("int32")
+            target.astype("object").map(lambda v: index.get(class_name(v), -1)).astype("int32")
         )
         out = out[out[LABEL_COLUMN] >= 0]  # a class unknown to this model cannot be scored
     else:

@@ -131,7 +131,10 @@ def validate_frame(
 ) -> PartitionValidation:
     """Run the expectations on one in-memory partition."""
     batch_definition, suite = _gx_batch_and_suite(expectations, suite_key)
-    result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+    # The context is shared by the worker's threads and GX does not promise thread safety;
+    # partitions still validate in parallel across worker processes.
+    with _lock:
+        result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
     outcomes = [_outcome(r) for r in result.results]
     return PartitionValidation(
         partition_id=partition_id,

@@ -93,3 +93,17 @@ def dask_client() -> Iterator[Any]:
         client.as_current(),
     ):
         yield client
+
+
+def read_artifact(key: str) -> Any:
+    """The latest artifact with ``key``, read back through the Prefect API (tables decoded)."""
+    import json
+
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get(key)
+    assert artifact is not None, f"no artifact {key!r}"
+    data = artifact.data
+    if artifact.type == "table" and isinstance(data, str):
+        return json.loads(data), artifact
+    return data, artifact

@@ -9,7 +9,7 @@ from flows.ingest import ingest_flow
 from flows.validate import validate_flow
 from tasks.errors import SourceError, ValidationFailed
 
-from .conftest import read_artifact
+from ..conftest import read_artifact
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 

@@ -12,7 +12,7 @@ from flows.promote import promote_flow
 from flows.train import train_flow
 from flows.validate import validate_flow
 
-from .conftest import read_artifact
+from ..conftest import read_artifact
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 

@@ -163,3 +163,18 @@ def test_distributed_training_matches_single_node(ingested, dask_client) -> None
     assert trained.metrics["roc_auc"] > 0.8
     assert trained.metrics["roc_auc"] == pytest.approx(single["roc_auc"], abs=0.01)
     assert trained.metrics["logloss"] == pytest.approx(single["logloss"], abs=0.02)
+
+
+def test_integer_classes_read_back_as_floats_keep_their_labels() -> None:
+    # An int target with nulls comes back from Parquet as float64: 1.0 must still be class "1".
+    frame = pd.DataFrame(
+        {"id": ["a", "b", "c", "d"], "n": [1, 2, 3, 4], "y": [0.0, 1.0, None, 2.0]}
+    )
+    layout = _layout(
+        task="multiclass",
+        features=["n"],
+        feature_types={"n": "int"},
+        categories={},
+        classes=["0", "1", "2"],
+    )
+    assert prepare_frame(frame, layout)[LABEL_COLUMN].tolist() == [0, 1, 2]
