@@ -99,6 +99,8 @@ class ModelRegistry(Block):
         if not self.has_version(name, version):
             raise RegistryError(f"model '{name}' has no version '{version}' in {self.lake}")
         current = self.aliases(name)
+        if current.get("champion") == version:
+            return  # already there (e.g. a retried write): no self-transition in the history
         now = utcnow().isoformat()
         history = [
             *current.get("history", []),
@@ -129,9 +131,11 @@ class ModelRegistry(Block):
             raise RegistryError(f"model '{name}' has no champion to roll back")
         if to is None:
             previous = [
-                h["previous"] for h in self.aliases(name)["history"] if h["champion"] == current
+                h["previous"]
+                for h in self.aliases(name)["history"]
+                if h["champion"] == current and h["previous"] not in (None, current)
             ]
-            to = previous[-1] if previous and previous[-1] else None
+            to = previous[-1] if previous else None
             if to is None:
                 raise RegistryError(
                     f"model '{name}': champion '{current}' has no predecessor; "

@@ -9,13 +9,13 @@ from tasks.cluster import stage_task_runner
 from tasks.errors import SourceError
 from tasks.ingest import build_version_task, discover_sources_task, ingest_file_task
 from tasks.models import IngestResult
-from tasks.spec import load_spec
+from tasks.spec import load_spec_task
 
 
 @flow(name="ingest", task_runner=stage_task_runner())
 def ingest_flow(spec: str, source: str, lake: str) -> IngestResult:
     """Ingest every landing file under ``source`` into ``lake`` and write a dataset version."""
-    dataset = load_spec(spec)
+    dataset = load_spec_task(spec)
     files = discover_sources_task(source)
     outcomes = ingest_file_task.map(
         source_uri=files, spec=unmapped(dataset), lake=unmapped(lake)

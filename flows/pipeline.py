@@ -11,7 +11,7 @@ from flows.validate import validate_flow
 from tasks.cluster import stage_task_runner
 from tasks.ingest import discover_sources_task
 from tasks.models import PipelineResult
-from tasks.spec import load_spec
+from tasks.spec import load_spec_task
 from tasks.validate import check_expectations_task, failure_reason
 
 
@@ -23,7 +23,7 @@ def ml_pipeline(spec: str, source: str, lake: str) -> PipelineResult:
     paths or ``s3://`` URIs.
     """
     # A bad spec or expectation fails here, before any data is touched.
-    dataset = load_spec(spec)
+    dataset = load_spec_task(spec)
     check_expectations_task(dataset)
     files = discover_sources_task(source)
 
@@ -54,7 +54,7 @@ def ml_pipeline(spec: str, source: str, lake: str) -> PipelineResult:
         rows=sum(p.rows for p in version.partitions if p.partition_id in set(report.accepted)),
         model_version=candidate.version,
         model_reused=candidate.reused,
-        metric=candidate.metric,
+        metric=decision.metric,
         metrics=candidate.metrics,
         promoted=decision.promoted,
         champion=decision.champion_after,

@@ -7,10 +7,9 @@ from prefect import flow, get_run_logger, unmapped
 from tasks.artifacts import publish_validation_report
 from tasks.cluster import stage_task_runner
 from tasks.errors import ValidationFailed
-from tasks.ingest import load_version
-from tasks.lake import Lake
+from tasks.ingest import load_version_task
 from tasks.models import ValidationReport
-from tasks.spec import load_spec
+from tasks.spec import load_spec_task
 from tasks.validate import (
     build_report_task,
     check_expectations_task,
@@ -24,9 +23,9 @@ from tasks.validate import (
 @flow(name="validate", task_runner=stage_task_runner())
 def validate_flow(spec: str, lake: str, dataset_version: str | None = None) -> ValidationReport:
     """Validate a dataset version (default: the latest); fail below the spec's threshold."""
-    dataset = load_spec(spec)
+    dataset = load_spec_task(spec)
     check_expectations_task(dataset)
-    version = load_version(Lake(lake), dataset.name, dataset_version)
+    version = load_version_task(lake=lake, spec=dataset, version=dataset_version)
     done, pending = known_results_task(lake=lake, spec=dataset, partitions=version.partitions)
     # Only partitions this suite has not seen yet reach the cluster.
     fresh = (

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.models import IngestResult, ModelCandidate, PromotionDecision, ValidationReport
 from tasks.validate import report_table
+
+
+def _publish(create: Callable[..., Any], **kwargs: Any) -> None:
+    """Create an artifact; a failure to publish is logged, never fails the run."""
+    try:
+        create(**kwargs)
+    except Exception as err:  # the run's real work is done; a report is not worth failing it
+        get_run_logger().warning("Could not publish artifact %s: %s", kwargs.get("key"), err)
 
 
 def artifact_key(kind: str, dataset: str) -> str:
@@ -42,7 +52,8 @@ def publish_ingest_summary(result: IngestResult) -> None:
         }
         for q in version.quarantined
     ]
-    create_table_artifact(
+    _publish(
+        create_table_artifact,
         key=artifact_key("ingest", version.dataset),
         table=rows,
         description=(
@@ -56,7 +67,8 @@ def publish_ingest_summary(result: IngestResult) -> None:
 @task(name="publish-validation-report")
 def publish_validation_report(report: ValidationReport) -> None:
     """Per-partition validation table."""
-    create_table_artifact(
+    _publish(
+        create_table_artifact,
         key=artifact_key("validation", report.dataset),
         table=report_table(report),
         description=(
@@ -73,7 +85,8 @@ def publish_training_summary(candidate: ModelCandidate) -> None:
     metrics = "\n".join(f"| {k} | {v:.6f} |" for k, v in sorted(candidate.metrics.items()))
     rows = ", ".join(f"{k} {v:,}" for k, v in candidate.rows.items())
     how = "Reused (same data and spec as an existing version)." if candidate.reused else "Trained."
-    create_markdown_artifact(
+    _publish(
+        create_markdown_artifact,
         key=artifact_key("training", candidate.model_name),
         markdown=(
             f"# Training: {candidate.model_name} @ {candidate.version}\n\n{how}\n\n"
@@ -87,7 +100,8 @@ def publish_training_summary(candidate: ModelCandidate) -> None:
 
 @task(name="publish-model-card")
 def publish_model_card(*, dataset: str, markdown: str, decision: PromotionDecision) -> None:
-    create_markdown_artifact(
+    _publish(
+        create_markdown_artifact,
         key=artifact_key("model-card", dataset),
         markdown=markdown,
         description=f"{'Promoted' if decision.promoted else 'Not promoted'}: {decision.reason}",

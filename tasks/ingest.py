@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import io
 import json
-import posixpath
 import zlib
 from collections.abc import Iterable
 
@@ -66,11 +65,13 @@ def discover_sources(source: str) -> list[str]:
         paths = [root] if fs.isfile(root) else fs.find(root)
     except PermissionError as err:
         raise SourceError(f"{source}: cannot list landing location: {err}") from None
-    # Hidden and underscore files are conventions for in-flight uploads and markers.
+    # Hidden and underscore names (files or folders, e.g. Spark's _temporary/) are the
+    # conventions for in-flight uploads and markers.
+    base = root.rstrip("/")
     files = sorted(
         fs.unstrip_protocol(p)
         for p in paths
-        if source_format(p) and not posixpath.basename(p).startswith((".", "_"))
+        if source_format(p) and not _hidden(p.removeprefix(base).strip("/"))
     )
     if not files:
         raise SourceError(
@@ -78,6 +79,10 @@ def discover_sources(source: str) -> list[str]:
             "hidden and _-prefixed files are ignored)"
         )
     return files
+
+
+def _hidden(relative: str) -> bool:
+    return any(part.startswith((".", "_")) for part in relative.split("/") if part)
 
 
 # Reading and casting -------------------------------------------------------------------
@@ -88,19 +93,38 @@ def read_table(data: bytes, *, fmt: str, uri: str, spec: DatasetSpec) -> pa.Tabl
             return pq.read_table(pa.BufferReader(data))
         if fmt == "csv.gz":
             data = gzip.decompress(data)
-        return pacsv.read_csv(
+        table = pacsv.read_csv(
             pa.BufferReader(data),
             convert_options=pacsv.ConvertOptions(
                 # Text first, then our own cast: its errors can name the column.
                 column_types={name: pa.string() for name in spec.columns},
                 null_values=NULL_VALUES,
-                strings_can_be_null=True,
+                strings_can_be_null=False,
             ),
         )
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as err:
         raise PartitionError(f"{uri}: file is truncated or corrupt ({fmt}): {err}") from None
-    except pa.ArrowInvalid as err:
+    except (pa.ArrowException, ValueError) as err:
         raise PartitionError(f"{uri}: cannot parse as {fmt}: {err}") from None
+    return _csv_nulls(table, spec)
+
+
+def _csv_nulls(table: pa.Table, spec: DatasetSpec) -> pa.Table:
+    """Apply CSV null markers by column type.
+
+    "NA" or "None" can be real values of a text column (North America, a category named
+    None), so text columns treat only empty fields as missing; typed columns also accept
+    the usual markers (NA, null, NaN, ...).
+    """
+    for i, name in enumerate(table.column_names):
+        column = spec.columns.get(name)
+        array = table.column(i)
+        if column is None or not pa.types.is_string(array.type):
+            continue
+        markers = [""] if column.type in ("string", "category") else NULL_VALUES
+        missing = pc.is_in(array, value_set=pa.array(markers, pa.string()))
+        table = table.set_column(i, name, pc.if_else(missing, pa.scalar(None, pa.string()), array))
+    return table
 
 
 def cast_column(array: pa.ChunkedArray, column: ColumnSpec) -> pa.ChunkedArray:
@@ -114,6 +138,11 @@ def cast_column(array: pa.ChunkedArray, column: ColumnSpec) -> pa.ChunkedArray:
     if is_text and column.type in ("int", "float", "bool"):
         array = pc.utf8_trim_whitespace(array)
     if column.type == "datetime":
+        if not (is_text or pa.types.is_timestamp(array.type) or pa.types.is_date(array.type)):
+            # Epoch numbers carry no unit (s? ms? us?); guessing would shift every date.
+            raise pa.ArrowInvalid(
+                "numbers have no time unit; store ISO 8601 text, a date or a timestamp"
+            )
         if pa.types.is_timestamp(array.type) and array.type.tz is not None:
             return pc.cast(array, pa.timestamp("us", "UTC")).cast(pa.timestamp("us"))
         try:
@@ -133,6 +162,11 @@ def cast_column(array: pa.ChunkedArray, column: ColumnSpec) -> pa.ChunkedArray:
 
 def cast_to_schema(table: pa.Table, *, spec: DatasetSpec, uri: str) -> tuple[pa.Table, list[str]]:
     """The table with exactly the spec's columns, in order and typed; plus columns dropped."""
+    repeated = sorted({n for n in table.column_names if table.column_names.count(n) > 1})
+    if repeated:
+        raise PartitionError(
+            f"{uri}: column(s) {', '.join(map(repr, repeated))} appear more than once"
+        )
     missing = [name for name in spec.columns if name not in table.column_names]
     if missing:
         raise PartitionError(
@@ -206,6 +240,14 @@ def ingest_file(*, source_uri: str, spec: DatasetSpec, lake: Lake) -> IngestOutc
         # Same bytes as an earlier file: reuse its partition, under the name it has now.
         ref = read_partition_ref(lake, target).model_copy(update={"source_uri": source_uri})
         return IngestOutcome(partition=ref, reused=True)
+    known = lake.quarantine(spec.name, pid)
+    if lake.exists(known):
+        # Same bytes, same schema: it would fail the same way again.
+        record = QuarantineRecord.model_validate(lake.read_json(known))
+        if record.stage == "ingest":
+            return IngestOutcome(
+                quarantined=record.model_copy(update={"source_uri": source_uri}), reused=True
+            )
     try:
         if fmt is None:
             raise PartitionError(f"{source_uri}: unsupported file type")
@@ -216,9 +258,15 @@ def ingest_file(*, source_uri: str, spec: DatasetSpec, lake: Lake) -> IngestOutc
         )
         if table.num_rows == 0:
             raise PartitionError(f"{source_uri}: file has a header but no rows")
-    except PartitionError as err:
+    except (PartitionError, pa.ArrowException, ValueError, KeyError) as err:
+        # Whatever the file did to the reader, it is this file's problem, not the run's.
+        reason = (
+            str(err)
+            if isinstance(err, PartitionError)
+            else (f"{source_uri}: cannot read ({type(err).__name__}): {err}")
+        )
         record = QuarantineRecord(
-            record_id=source_hash[:24], stage="ingest", source_uri=source_uri, reason=str(err)
+            record_id=pid, stage="ingest", source_uri=source_uri, reason=reason
         )
         lake.write_json(lake.quarantine(spec.name, record.record_id), record)
         return IngestOutcome(quarantined=record)
@@ -259,7 +307,10 @@ def build_version(
     )
     path = lake.version(spec.name, version_id)
     if lake.exists(path):
-        version = DatasetVersion.model_validate(lake.read_json(path))
+        # Same content as a version written before; report the files under today's names.
+        version = DatasetVersion.model_validate(lake.read_json(path)).model_copy(
+            update={"source_uri": source, "partitions": unique, "quarantined": quarantined}
+        )
     else:
         version = DatasetVersion(
             dataset=spec.name,
@@ -280,8 +331,14 @@ def build_version(
     )
 
 
-def load_version(lake: Lake, dataset: str, version: str | None = None) -> DatasetVersion:
-    """A dataset version manifest by id, or the latest one written."""
+def load_version(
+    lake: Lake, dataset: str, version: str | None = None, *, schema_hash: str | None = None
+) -> DatasetVersion:
+    """A dataset version manifest by id, or the latest one written.
+
+    With ``schema_hash``, refuse a version ingested under another schema: its partitions
+    lack the spec's columns or hold them with other types.
+    """
     if version is None:
         latest = lake.dataset(dataset, "latest.json")
         if not lake.exists(latest):
@@ -292,7 +349,13 @@ def load_version(lake: Lake, dataset: str, version: str | None = None) -> Datase
     path = lake.version(dataset, version)
     if not lake.exists(path):
         raise LakeError(f"{lake.url_of(path)}: no such dataset version")
-    return DatasetVersion.model_validate(lake.read_json(path))
+    found = DatasetVersion.model_validate(lake.read_json(path))
+    if schema_hash is not None and found.schema_hash != schema_hash:
+        raise LakeError(
+            f"dataset '{dataset}' version {found.version} was ingested with other columns or "
+            "types than the spec now declares; run ingestion with this spec first"
+        )
+    return found
 
 
 # Tasks -----------------------------------------------------------------------------------------
@@ -316,6 +379,17 @@ def discover_sources_task(source: str) -> list[str]:
 def ingest_file_task(*, source_uri: str, spec: DatasetSpec, lake: str) -> IngestOutcome:
     """Ingest one landing file on a Dask worker."""
     return ingest_file(source_uri=source_uri, spec=spec, lake=Lake(lake))
+
+
+@task(
+    name="load-dataset-version",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless_data_error,
+)
+def load_version_task(*, lake: str, spec: DatasetSpec, version: str | None) -> DatasetVersion:
+    """Read a dataset version manifest (default: the latest) that matches the spec's schema."""
+    return load_version(Lake(lake), spec.name, version, schema_hash=spec.schema_hash())
 
 
 @task(name="write-dataset-version")

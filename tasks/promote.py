@@ -7,11 +7,13 @@ Every decision is recorded, promoted or not; a failed run never touches the alia
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import fsspec
 import pyarrow.parquet as pq
 from prefect import task
+from pydantic import BaseModel
 
 from blocks.registry import ModelRegistry
 from tasks.errors import RegistryError, retry_unless_data_error
@@ -27,6 +29,12 @@ def incompatibility(champion: ModelMetadata, candidate: ModelMetadata) -> str | 
     a, b = champion.layout, candidate.layout
     if (a.task, a.target) != (b.task, b.target):
         return f"champion predicts {a.target} ({a.task}), candidate predicts {b.target} ({b.task})"
+    if (a.split, a.key) != (b.split, b.key):
+        return (
+            f"champion split rows by {a.key or 'whole row'} with {a.split}, candidate by "
+            f"{b.key or 'whole row'} with {b.split}; the candidate's test rows may include "
+            "the champion's training rows"
+        )
     if a.classes != b.classes:
         return f"champion classes {a.classes} differ from candidate classes {b.classes}"
     if not candidate.partitions:
@@ -47,8 +55,12 @@ def decide(
     min_improvement: float,
 ) -> tuple[bool, str]:
     """Promote when there is no champion, or the candidate beats it by ``min_improvement``."""
+    if not math.isfinite(candidate_value):
+        return False, f"candidate metric is {candidate_value}; refusing to promote"
     if champion_value is None:
         return True, "no champion yet"
+    if not math.isfinite(champion_value):
+        return False, f"champion re-scored as {champion_value}; promote by hand if intended"
     gain = (
         candidate_value - champion_value
         if direction == "maximize"
@@ -72,10 +84,9 @@ def rescore_champion(
     """The champion's ``metric`` on the candidate's test split, computed on the client's cluster."""
     from tasks.train import load_prepared, score
 
-    # The champion's own features and encodings; the candidate's rows and split.
-    layout = champion.layout.model_copy(
-        update={"split": candidate.layout.split, "key": candidate.layout.key}
-    )
+    # Compatible models split rows the same way, so the champion's own layout selects the
+    # candidate's test rows and encodes them as the champion was trained.
+    layout = champion.layout
     booster = registry.load_booster(champion.model_name, champion.version)
     prepared = load_prepared(client, candidate.partitions, layout)
     metrics = score(client, booster, prepared, layout, "test")
@@ -186,7 +197,62 @@ def make_decision(
     )
 
 
+class PromotionInputs(BaseModel):
+    candidate: ModelMetadata
+    champion: ModelMetadata | None
+    incompatible: str | None
+
+
+def promotion_inputs(
+    *, registry: ModelRegistry, spec: DatasetSpec, model_version: str | None
+) -> PromotionInputs:
+    """The candidate (default: newest version), the champion, and whether they compare."""
+    if model_version is None:
+        versions = registry.versions(spec.name)
+        if not versions:
+            raise RegistryError(
+                f"model '{spec.name}' has no registered versions in {registry.lake}"
+            )
+        model_version = versions[-1].version
+    candidate = registry.metadata(spec.name, model_version)
+    champion_version = registry.champion(spec.name)
+    champion = registry.metadata(spec.name, champion_version) if champion_version else None
+    incompatible = (
+        incompatibility(champion, candidate)
+        if champion is not None and champion.version != candidate.version
+        else None
+    )
+    return PromotionInputs(candidate=candidate, champion=champion, incompatible=incompatible)
+
+
 # Tasks ---------------------------------------------------------------------------------------
+@task(
+    name="load-promotion-inputs",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless_data_error,
+)
+def promotion_inputs_task(
+    *, lake: str, spec: DatasetSpec, model_version: str | None
+) -> PromotionInputs:
+    """Read candidate and champion metadata from the registry."""
+    return promotion_inputs(
+        registry=ModelRegistry(lake=lake), spec=spec, model_version=model_version
+    )
+
+
+@task(
+    name="build-model-card",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless_data_error,
+)
+def model_card_task(*, lake: str, candidate: ModelMetadata, decision: PromotionDecision) -> str:
+    """The candidate's model card (built before the alias moves, so it cannot fail after)."""
+    importance = feature_importance(ModelRegistry(lake=lake), candidate)
+    return model_card(candidate=candidate, decision=decision, importance=importance)
+
+
 @task(
     name="rescore-champion",
     retries=1,

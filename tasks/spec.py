@@ -12,9 +12,10 @@ from typing import Any, Literal
 
 import fsspec
 import yaml
+from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tasks.errors import SpecError
+from tasks.errors import SpecError, retry_unless_data_error
 
 ColumnType = Literal["int", "float", "bool", "category", "string", "datetime"]
 Task = Literal["binary", "multiclass", "regression"]
@@ -46,6 +47,14 @@ DEFAULT_EVAL_METRIC: dict[Task, str] = {
     "multiclass": "mlogloss",
     "regression": "rmse",
 }
+PARTITION_FORMAT = 1
+VALIDATION_FORMAT = 1
+TRAINING_FORMAT = 1
+# Characters XGBoost refuses in feature names, and the prefix of our own helper columns.
+_BAD_NAME_CHARS = frozenset("[]<")
+RESERVED_PREFIX = "__"
+# Expectation kwargs that name columns of the dataset.
+_COLUMN_KWARGS = ("column", "column_A", "column_B")
 # XGBoost consumes these directly; datetimes become epoch seconds, strings must be declared
 # as categories to be used as features.
 FEATURE_TYPES: frozenset[str] = frozenset({"int", "float", "bool", "category", "datetime"})
@@ -128,6 +137,11 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
+        for name in self.columns:
+            if name.startswith(RESERVED_PREFIX) or _BAD_NAME_CHARS & set(name):
+                raise ValueError(
+                    f"columns.{name}: column names may not start with '__' or contain [, ] or <"
+                )
         if self.target not in self.columns:
             raise ValueError(f"target: '{self.target}' is not one of the columns")
         target_type = self.columns[self.target].type
@@ -139,6 +153,17 @@ class DatasetSpec(_Strict):
             raise ValueError(f"key: '{self.key}' is not one of the columns")
         if self.key == self.target:
             raise ValueError("key: the key column cannot be the target")
+        if self.features is not None and len(set(self.features)) != len(self.features):
+            raise ValueError("features: a column is listed more than once")
+        for i, expectation in enumerate(self.expectations):
+            kwargs = expectation.kwargs
+            named = [(k, kwargs[k]) for k in _COLUMN_KWARGS if k in kwargs]
+            named += [(f"column_list.{j}", c) for j, c in enumerate(kwargs.get("column_list", []))]
+            for where, column in named:
+                if column not in self.columns:
+                    raise ValueError(
+                        f"expectations.{i}.kwargs.{where}: '{column}' is not one of the columns"
+                    )
         for i, feature in enumerate(self.features or []):
             if feature not in self.columns:
                 raise ValueError(f"features.{i}: '{feature}' is not one of the columns")
@@ -212,31 +237,51 @@ class DatasetSpec(_Strict):
             params["num_class"] = num_class
         return params
 
-    # Hashes: each covers exactly what the thing it keys depends on, so changing an
-    # expectation does not re-ingest and changing a promotion policy does not retrain.
+    # Hashes: each covers exactly what the thing it keys depends on, so editing a column's
+    # description or nullability does not re-ingest, an expectation does not retrain, and a
+    # promotion policy changes nothing but the decision. Bump the FORMAT constants when the
+    # code that produces a partition, a validation result or a model changes meaning.
     def schema_hash(self) -> str:
+        """What a partition's bytes depend on: column names and types."""
         return stable_hash(
-            {name: col.model_dump(mode="json") for name, col in self.columns.items()}
+            {
+                "format": PARTITION_FORMAT,
+                "columns": {name: col.type for name, col in self.columns.items()},
+            }
         )
 
     def expectations_hash(self) -> str:
+        """What one partition's validation result depends on: the suite."""
         return stable_hash(
             {
+                "format": VALIDATION_FORMAT,
                 "expectations": [e.model_dump(mode="json") for e in self.all_expectations()],
+            }
+        )
+
+    def report_hash(self) -> str:
+        """What a dataset version's report depends on: the suite and the acceptance policy."""
+        return stable_hash(
+            {
+                "suite": self.expectations_hash(),
                 "validation": self.validation.model_dump(mode="json"),
             }
         )
 
     def training_hash(self) -> str:
+        """What a model depends on besides its data."""
         return stable_hash(
             {
-                "target": self.target,
+                "format": TRAINING_FORMAT,
+                "target": [self.target, self.columns[self.target].type],
                 "task": self.task,
                 "key": self.key,
-                "features": {
-                    f: self.columns[f].model_dump(mode="json") for f in self.feature_columns
+                "features": {f: self.columns[f].type for f in self.feature_columns},
+                "categories": {
+                    f: self.columns[f].categories
+                    for f in self.feature_columns
+                    if self.columns[f].categories is not None
                 },
-                "target_column": self.columns[self.target].model_dump(mode="json"),
                 "split": self.split.model_dump(mode="json"),
                 "training": self.training.model_dump(mode="json"),
             }
@@ -288,3 +333,14 @@ def load_spec(uri: str) -> DatasetSpec:
     except yaml.YAMLError as err:
         raise SpecError(f"{uri}: not valid YAML: {err}") from None
     return parse_spec(data, source=uri)
+
+
+@task(
+    name="load-spec",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless_data_error,
+)
+def load_spec_task(uri: str) -> DatasetSpec:
+    """Read and validate the dataset spec (a bad spec fails at once; I/O errors retry)."""
+    return load_spec(uri)

@@ -30,6 +30,7 @@ from tasks.models import (
     ValidationReport,
 )
 from tasks.spec import DatasetSpec, stable_hash
+from tasks.validate import report_path
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 SPLIT_COLUMN = "__split__"
 LABEL_COLUMN = "__label__"
 SPLITS = {"train": 0, "validation": 1, "test": 2}
-_DEFAULT_HASH_KEY = "0123456789123456"
 
 
 # Layout and labels (pure) ------------------------------------------------------------------
@@ -86,21 +86,51 @@ def feature_layout(
         feature_types={f: spec.columns[f].type for f in spec.feature_columns},
         categories=categories,
         classes=classes,
-        split=spec.split.model_dump(mode="json"),
+        # The columns the split hashes are part of the model's record: a champion can only
+        # be compared on a candidate's test rows when both drew them the same way.
+        split={
+            **spec.split.model_dump(mode="json"),
+            "columns": [spec.key] if spec.key else sorted(spec.columns),
+        },
     )
+
+
+def _canonical(series: pd.Series) -> pd.Series:
+    """One representation per value, whatever dtype the column was read back with.
+
+    A key column read as int64 from one file and float64 from another (because it held
+    nulls) must hash the same, or a row could land in train from one file and test from
+    another.
+    """
+    if pd.api.types.is_bool_dtype(series.dtype) or pd.api.types.is_numeric_dtype(series.dtype):
+        return series.astype("float64")
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        return pd.to_datetime(series).astype("datetime64[us]").astype("int64").astype("float64")
+    values = series.astype("object").where(series.notna(), None)
+    is_text = isinstance(series.dtype, pd.CategoricalDtype) and pd.api.types.is_string_dtype(
+        series.dtype.categories.dtype
+    )
+    if is_text or pd.api.types.is_string_dtype(series.dtype):
+        return values
+    # Mixed objects (e.g. nullable booleans): spell each value the way class labels are.
+    return values.map(lambda v: None if v is None else class_name(v))
 
 
 def split_codes(frame: pd.DataFrame, *, key: str | None, split: dict[str, Any]) -> np.ndarray:
     """0 = train, 1 = validation, 2 = test for each row, from a stable hash."""
-    salt = str(split.get("salt", ""))
-    hash_key = hashlib.sha256(salt.encode()).hexdigest()[:16] if salt else _DEFAULT_HASH_KEY
     # Without a key, a row is identified by all its columns (in name order, so reading
     # columns in another order cannot move a row to another split).
-    hashed = (
-        frame[key] if key else frame[sorted(c for c in frame.columns if not c.startswith("__"))]
+    columns = split.get("columns") or (
+        [key] if key else sorted(c for c in frame.columns if not c.startswith("__"))
     )
-    buckets = pd.util.hash_pandas_object(hashed, index=False, hash_key=hash_key).to_numpy() % 10_000
-    u = buckets / 10_000.0
+    canonical = pd.DataFrame({c: _canonical(frame[c]) for c in columns}, index=frame.index)
+    hashed = pd.util.hash_pandas_object(canonical, index=False).to_numpy()
+    salt = str(split.get("salt", ""))
+    if salt:
+        # Mix the salt into every hash (pandas only salts text values).
+        seed = np.uint64(int(hashlib.sha256(salt.encode()).hexdigest()[:16], 16))
+        hashed = pd.util.hash_array(hashed ^ seed)
+    u = (hashed % np.uint64(10_000)).astype("float64") / 10_000.0
     test, validation = float(split["test"]), float(split["validation"])
     return np.where(u < test, 2, np.where(u < test + validation, 1, 0)).astype("int8")
 
@@ -422,7 +452,7 @@ def train_and_register(
 
 
 def load_report(lake: Lake, spec: DatasetSpec, version: DatasetVersion) -> ValidationReport:
-    path = lake.validation(spec.name, f"{version.version}-{spec.expectations_hash()}")
+    path = report_path(lake, spec, version.version)
     if not lake.exists(path):
         raise ValidationFailed(
             f"dataset '{spec.name}' version {version.version} has not been validated with the "
@@ -432,6 +462,31 @@ def load_report(lake: Lake, spec: DatasetSpec, version: DatasetVersion) -> Valid
 
 
 # Tasks --------------------------------------------------------------------------------
+@task(
+    name="load-validation-report",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless_data_error,
+)
+def load_report_task(*, lake: str, spec: DatasetSpec, version: DatasetVersion) -> ValidationReport:
+    """Read the validation report of a dataset version under the spec's suite and policy."""
+    return load_report(Lake(lake), spec, version)
+
+
+@task(
+    name="find-registered-model",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless_data_error,
+)
+def registered_candidate_task(*, lake: str, model_name: str, version: str) -> ModelCandidate | None:
+    """The registered model for these inputs, if training them already happened."""
+    registry = ModelRegistry(lake=lake)
+    if not registry.has_version(model_name, version):
+        return None
+    return candidate_from(registry.metadata(model_name, version), registry=registry, reused=True)
+
+
 @task(name="plan-training")
 def plan_training_task(
     *, spec: DatasetSpec, version: DatasetVersion, report: ValidationReport

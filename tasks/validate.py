@@ -154,6 +154,11 @@ def read_partition_frame(uri: str) -> pd.DataFrame:
         return pq.read_table(fh).to_pandas()
 
 
+def report_path(lake: Lake, spec: DatasetSpec, version: str) -> str:
+    """Where the report for a dataset version under this suite and policy is kept."""
+    return lake.validation(spec.name, f"{version}-{spec.report_hash()}")
+
+
 def result_path(lake: Lake, spec: DatasetSpec, partition_id: str) -> str:
     """Where one partition's result under the current expectations is kept."""
     return lake.dataset(
@@ -222,6 +227,12 @@ def build_report(
     results: list[PartitionValidation],
 ) -> ValidationReport:
     """Aggregate partition results, quarantine the failures and persist the report."""
+    # Stored results may predate a rename of their landing file: report today's names.
+    names = {p.partition_id: p.source_uri for p in version.partitions}
+    results = [
+        r.model_copy(update={"source_uri": names.get(r.partition_id, r.source_uri)})
+        for r in results
+    ]
     accepted = [r.partition_id for r in results if r.success]
     rejected = [r for r in results if not r.success]
     for r in rejected:
@@ -238,7 +249,7 @@ def build_report(
     total_files = len(version.partitions) + len(version.quarantined)
     fraction = len(accepted) / total_files if total_files else 0.0
     threshold = spec.validation.min_accepted_fraction
-    report_path = lake.validation(spec.name, f"{version.version}-{spec.expectations_hash()}")
+    path = report_path(lake, spec, version.version)
     report = ValidationReport(
         dataset=spec.name,
         dataset_version=version.version,
@@ -251,9 +262,9 @@ def build_report(
         accepted_fraction=fraction,
         threshold=threshold,
         passed=bool(accepted) and fraction >= threshold,
-        report_uri=lake.url_of(report_path),
+        report_uri=lake.url_of(path),
     )
-    lake.write_json(report_path, report)
+    lake.write_json(path, report)
     return report
 
 

@@ -125,3 +125,18 @@ def test_failed_runs_never_touch_the_champion(
     assert registry.champion("customers") == good.champion
     assert (Path(lake) / "models" / "customers" / "aliases.json").read_bytes() == aliases
     assert [m.version for m in registry.versions("customers")] == [good.model_version]
+
+    # A failure inside the promotion stage itself: the champion's stored model is damaged,
+    # so it cannot be re-scored against a new candidate.
+    landing = tmp_path / "landing"
+    shutil.copytree(demo_source, landing)
+    shutil.copy(one_class / "all-stayed.csv", landing / "more.csv")
+    champion_file = (
+        Path(lake) / "models" / "customers" / "versions" / good.model_version / "model.ubj"
+    )
+    champion_file.write_bytes(champion_file.read_bytes()[:100])
+    with pytest.raises(Exception, match=r"(?i)xgboost|model|ubj|parse"):
+        ml_pipeline(spec=demo_spec, source=str(landing), lake=lake)
+    assert (Path(lake) / "models" / "customers" / "aliases.json").read_bytes() == aliases
+    assert len(registry.versions("customers")) == 2  # the candidate is registered, not promoted
+    assert registry.decisions("customers")[-1].candidate == good.model_version

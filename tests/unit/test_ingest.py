@@ -196,3 +196,96 @@ def test_extra_columns_are_dropped_and_reported(
     path.write_bytes(gzip.compress(buf.getvalue()))
     outcome = ingest_file(source_uri=str(path), spec=spec, lake=Lake(str(tmp_path / "lake")))
     assert outcome.partition is not None and outcome.partition.dropped_columns == ["extra"]
+
+
+def test_text_columns_keep_na_and_none_as_values(tmp_path: Path) -> None:
+    spec = DatasetSpec.model_validate(
+        {
+            "name": "regions",
+            "columns": {
+                "region": {"type": "category", "categories": ["NA", "EU", "None"]},
+                "note": {"type": "string"},
+                "amount": {"type": "float"},
+                "y": {"type": "int"},
+            },
+            "target": "y",
+            "task": "binary",
+        }
+    )
+    path = tmp_path / "r.csv"
+    path.write_text("region,note,amount,y\nNA,NA,NA,1\nEU,,1.5,0\nNone,x,null,1\n")
+    outcome = ingest_file(source_uri=str(path), spec=spec, lake=Lake(str(tmp_path / "lake")))
+    assert outcome.partition is not None
+    table = pq.read_table(outcome.partition.uri.removeprefix("file://"))
+    assert table.column("region").to_pylist() == ["NA", "EU", "None"]
+    assert table.column("note").to_pylist() == ["NA", None, "x"]
+    assert table.column("amount").to_pylist() == [None, 1.5, None]
+
+
+def test_numbers_are_not_guessed_into_datetimes(spec: DatasetSpec) -> None:
+    with pytest.raises(pa.ArrowInvalid, match="numbers have no time unit"):
+        cast_column(pa.chunked_array([pa.array([1_700_000_000])]), ColumnSpec(type="datetime"))
+
+
+def test_duplicate_header_is_quarantined_not_fatal(
+    spec: DatasetSpec, demo_source: Path, tmp_path: Path
+) -> None:
+    lines = (demo_source / "customers-0000.csv").read_text().splitlines()
+    path = tmp_path / "dup.csv"
+    path.write_text("\n".join([lines[0] + ",age", *(line + ",1" for line in lines[1:50])]) + "\n")
+    outcome = ingest_file(source_uri=str(path), spec=spec, lake=Lake(str(tmp_path / "lake")))
+    assert outcome.quarantined is not None
+    assert outcome.quarantined.reason == f"{path}: column(s) 'age' appear more than once"
+
+
+def test_files_in_hidden_or_underscore_folders_are_in_flight(tmp_path: Path) -> None:
+    for name in ["ok/a.csv", "_temporary/0/part-0.parquet", ".staging/x.csv", "ok/_b.csv"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert [Path(u).name for u in discover_sources(str(tmp_path))] == ["a.csv"]
+
+
+def test_a_quarantined_file_is_not_parsed_again_and_renames_are_reported(
+    spec: DatasetSpec, defect_source: Path, demo_source: Path, tmp_path: Path
+) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes((defect_source / "customers-0003.csv").read_bytes())
+    first = ingest_file(source_uri=str(bad), spec=spec, lake=lake)
+    assert first.quarantined is not None and not first.reused
+    renamed = tmp_path / "bad-renamed.csv"
+    bad.rename(renamed)
+    again = ingest_file(source_uri=str(renamed), spec=spec, lake=lake)
+    assert again.reused and again.quarantined is not None
+    assert again.quarantined.detected_at == first.quarantined.detected_at  # the stored record
+    assert again.quarantined.source_uri == str(renamed)
+
+    good = tmp_path / "good.csv"
+    good.write_bytes((demo_source / "customers-0000.csv").read_bytes())
+    v1 = build_version(
+        spec=spec,
+        lake=lake,
+        source="s",
+        outcomes=[ingest_file(source_uri=str(good), spec=spec, lake=lake)],
+    )
+    moved = tmp_path / "moved.csv"
+    good.rename(moved)
+    v2 = build_version(
+        spec=spec,
+        lake=lake,
+        source="s",
+        outcomes=[ingest_file(source_uri=str(moved), spec=spec, lake=lake)],
+    )
+    assert v2.version.version == v1.version.version
+    assert [p.source_uri for p in v2.version.partitions] == [str(moved)]
+
+
+def test_versions_of_another_schema_are_refused(
+    spec: DatasetSpec, demo_source: Path, tmp_path: Path
+) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    outcome = ingest_file(source_uri=str(demo_source / "customers-0000.csv"), spec=spec, lake=lake)
+    build_version(spec=spec, lake=lake, source="s", outcomes=[outcome])
+    assert load_version(lake, spec.name, schema_hash=spec.schema_hash()).rows == 1500
+    with pytest.raises(LakeError, match="ingested with other columns or types"):
+        load_version(lake, spec.name, schema_hash="something-else")

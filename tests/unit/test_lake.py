@@ -18,6 +18,23 @@ def test_layout_and_uris(tmp_path: Path) -> None:
     assert Lake("s3://bucket/prefix").url_of("bucket/prefix/x") == "s3://bucket/prefix/x"
 
 
+def test_a_write_that_dies_before_the_rename_leaves_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = Lake(str(tmp_path))
+    path = lake.path("aliases.json")
+    lake.write_json(path, {"champion": "v1"})
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr("os.replace", crash)
+    with pytest.raises(OSError, match="disk gone"):
+        lake.write_json(path, {"champion": "v2"})
+    assert lake.read_json(path) == {"champion": "v1"}
+    assert [p.name for p in tmp_path.iterdir()] == ["aliases.json"]
+
+
 def test_atomic_write_replaces_whole_file_and_leaves_no_temporaries(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path))
     path = lake.path("a", "b.json")
@@ -35,6 +52,9 @@ def test_listing_skips_in_flight_temporaries_and_missing_folders(tmp_path: Path)
     assert lake.list_files(lake.path("absent")) == []
 
 
-def test_lake_pickles_as_its_uri(tmp_path: Path) -> None:
+def test_lake_pickles_as_its_uri_not_its_filesystem(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path))
-    assert pickle.loads(pickle.dumps(lake)) == lake
+    blob = pickle.dumps(lake)
+    assert b"LocalFileSystem" not in blob
+    copy = pickle.loads(blob)
+    assert copy.path("x") == lake.path("x") and copy.fs.exists(str(tmp_path))

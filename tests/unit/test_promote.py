@@ -21,6 +21,9 @@ pytestmark = pytest.mark.timeout(30)
         (0.75, 0.80, "maximize", 0.0, False, "not better"),
         (0.30, 0.40, "minimize", 0.05, True, "candidate better by 0.100000"),
         (0.42, 0.40, "minimize", 0.0, False, "not better"),
+        (float("nan"), 0.40, "maximize", 0.0, False, "candidate metric is nan"),
+        (float("nan"), None, "maximize", 0.0, False, "candidate metric is nan"),
+        (0.9, float("nan"), "maximize", 0.0, False, "champion re-scored as nan"),
     ],
 )
 def test_decide(candidate, champion, direction, margin, promoted, reason) -> None:
@@ -78,3 +81,11 @@ def test_model_card_shows_decision_metrics_and_importance() -> None:
     assert "| roc_auc | 0.900000 |" in card
     assert "candidate 0.900000, champion 0.800000" in card
     assert card.index("| b |") < card.index("| a |")  # most important first
+
+
+def test_a_champion_split_another_way_cannot_be_compared() -> None:
+    champion = metadata("v0")
+    candidate = metadata("v1")
+    salted = candidate.layout.model_copy(update={"split": {**candidate.layout.split, "salt": "x"}})
+    why = incompatibility(champion, candidate.model_copy(update={"layout": salted}))
+    assert why is not None and "test rows may include the champion's training rows" in why

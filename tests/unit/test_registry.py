@@ -106,3 +106,14 @@ def test_champion_alias_history_rollback_and_manual_promotion(tmp_path: Path) ->
     ]
     assert [d.reason for d in registry.decisions("m")][-1] == "by hand"
     assert len(registry.decisions("m")) == 2  # the manual switches are recorded decisions
+
+
+def test_repeating_the_champion_is_no_transition_and_rollback_skips_it(tmp_path: Path) -> None:
+    registry = ModelRegistry(lake=str(tmp_path))
+    for v in ["v1", "v2"]:
+        registry.register(metadata(v), model_bytes())
+    registry.set_champion("m", "v1", reason="first")
+    registry.set_champion("m", "v2", reason="better")
+    registry.set_champion("m", "v2", reason="retried write")
+    assert len(registry.aliases("m")["history"]) == 2
+    assert registry.rollback("m").champion_after == "v1"

@@ -48,6 +48,16 @@ def test_demo_spec_loads_with_defaults_filled_in(demo_spec: str) -> None:
         ({"split": {"validation": 0.5, "test": 0.45}}, "split: validation + test must leave"),
         ({"name": "Bad Name"}, "name: String should match pattern"),
         ({"expectations": [{"kwargs": {}}]}, "expectations.0.type: Field required"),
+        (
+            {"expectations": [{"type": "expect_column_to_exist", "kwargs": {"column": "agee"}}]},
+            "expectations.0.kwargs.column: 'agee' is not one of the columns",
+        ),
+        ({"features": ["age", "age"]}, "features: a column is listed more than once"),
+        (
+            {"columns": {"price[usd]": {"type": "float"}}},
+            "columns.price[usd]: column names may not",
+        ),
+        ({"columns": {"__split__": {"type": "int"}}}, "columns.__split__: column names may not"),
     ],
 )
 def test_bad_spec_error_names_file_and_field(
@@ -117,6 +127,19 @@ def test_hashes_change_only_with_what_they_cover(spec_variant: Callable[..., str
     assert new_policy.spec_hash() != base.spec_hash()
     assert new_params.training_hash() != base.training_hash()
     assert base.spec_hash() == load_spec(spec_variant("a2.yaml")).spec_hash()
+    # Descriptions and nullability do not change how files are cast or models trained.
+    described = load_spec(
+        spec_variant("e.yaml", columns__age={"type": "int", "nullable": True, "description": "x"})
+    )
+    assert described.schema_hash() == base.schema_hash()
+    assert described.training_hash() == base.training_hash()
+    assert described.expectations_hash() != base.expectations_hash()  # one not-null check fewer
+    retyped = load_spec(spec_variant("f.yaml", columns__age={"type": "float", "nullable": False}))
+    assert retyped.schema_hash() != base.schema_hash()
+    # The acceptance threshold changes the report, not any partition's result.
+    stricter = load_spec(spec_variant("g.yaml", validation={"min_accepted_fraction": 0.9}))
+    assert stricter.expectations_hash() == base.expectations_hash()
+    assert stricter.report_hash() != base.report_hash()
 
 
 def test_implied_expectations_cover_nullability_and_categories(demo_spec: str) -> None:

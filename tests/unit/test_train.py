@@ -35,6 +35,17 @@ def test_split_is_deterministic_by_key_and_roughly_proportional() -> None:
     assert (salted != codes).mean() > 0.2
 
 
+def test_numeric_keys_split_the_same_whatever_dtype_they_are_read_with() -> None:
+    # Dask reads an int column as float64 from a file where it has nulls.
+    ints = pd.DataFrame({"id": np.arange(10_000)})
+    floats = ints.astype({"id": "float64"})
+    assert (
+        split_codes(ints, key="id", split=SPLIT) == split_codes(floats, key="id", split=SPLIT)
+    ).all()
+    salted = split_codes(ints, key="id", split={**SPLIT, "salt": "other"})
+    assert (salted != split_codes(ints, key="id", split=SPLIT)).mean() > 0.2
+
+
 def test_keyless_split_hashes_whole_rows_in_column_name_order() -> None:
     frame = pd.DataFrame({"a": np.arange(1000), "b": np.arange(1000) * 2})
     assert (
@@ -178,3 +189,30 @@ def test_integer_classes_read_back_as_floats_keep_their_labels() -> None:
         classes=["0", "1", "2"],
     )
     assert prepare_frame(frame, layout)[LABEL_COLUMN].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("task", "target", "key", "metric", "floor"),
+    [
+        ("regression", "monthly_charges", "customer_id", "r2", 0.8),
+        ("multiclass", "contract", None, "accuracy", 0.6),  # keyless: split by whole-row hash
+    ],
+)
+def test_distributed_training_for_other_tasks(
+    ingested, dask_client, task: str, target: str, key: str | None, metric: str, floor: float
+) -> None:
+    spec = ingested.spec.model_copy(update={"task": task, "target": target, "key": key})
+    plan = plan_training(spec=spec, version=ingested.version, report=ingested.report)
+    if task == "multiclass":
+        assert plan.layout.classes == ["month-to-month", "one-year", "two-year"]
+        assert plan.params["num_class"] == 3
+    trained = train_distributed(
+        dask_client,
+        uris=plan.partition_uris,
+        layout=plan.layout,
+        params=plan.params,
+        num_boost_round=40,
+        early_stopping_rounds=5,
+    )
+    assert trained.metrics[metric] > floor
+    assert sum(trained.rows.values()) == 6000
