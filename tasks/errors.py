@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class MlopsError(Exception):
     """Base class: a problem with the user's input or data, reported in plain words."""
@@ -35,12 +33,3 @@ class TrainingError(MlopsError):
 
 class RegistryError(MlopsError):
     """A registry operation was refused (unknown version, immutable version exists, ...)."""
-
-
-def retry_unless_data_error(task: object, task_run: object, state: Any) -> bool:
-    """Prefect ``retry_condition_fn``: retry I/O and infrastructure failures, never bad data.
-
-    A bad file or spec fails the same way every time; retrying only delays the message.
-    """
-    error = state.result(raise_on_failure=False)
-    return not isinstance(error, MlopsError)

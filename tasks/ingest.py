@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from prefect import task
 
-from tasks.errors import LakeError, PartitionError, SourceError, retry_unless_data_error
+from tasks.errors import LakeError, PartitionError, SourceError
 from tasks.lake import Lake
 from tasks.models import (
     DatasetVersion,
@@ -32,6 +32,7 @@ from tasks.models import (
     PartitionRef,
     QuarantineRecord,
 )
+from tasks.retries import IO_RETRIES
 from tasks.spec import ColumnSpec, DatasetSpec, stable_hash
 
 SUFFIXES: tuple[str, ...] = (".csv.gz", ".csv", ".parquet")
@@ -359,34 +360,19 @@ def load_version(
 
 
 # Tasks -----------------------------------------------------------------------------------------
-@task(
-    name="discover-landing-files",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unless_data_error,
-)
+@task(name="discover-landing-files", **IO_RETRIES)
 def discover_sources_task(source: str) -> list[str]:
     """List the landing files to ingest."""
     return discover_sources(source)
 
 
-@task(
-    name="ingest-file",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unless_data_error,
-)
+@task(name="ingest-file", **IO_RETRIES)
 def ingest_file_task(*, source_uri: str, spec: DatasetSpec, lake: str) -> IngestOutcome:
     """Ingest one landing file on a Dask worker."""
     return ingest_file(source_uri=source_uri, spec=spec, lake=Lake(lake))
 
 
-@task(
-    name="load-dataset-version",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unless_data_error,
-)
+@task(name="load-dataset-version", **IO_RETRIES)
 def load_version_task(*, lake: str, spec: DatasetSpec, version: str | None) -> DatasetVersion:
     """Read a dataset version manifest (default: the latest) that matches the spec's schema."""
     return load_version(Lake(lake), spec.name, version, schema_hash=spec.schema_hash())

@@ -16,8 +16,9 @@ from prefect import task
 from pydantic import BaseModel
 
 from blocks.registry import ModelRegistry
-from tasks.errors import RegistryError, retry_unless_data_error
+from tasks.errors import RegistryError
 from tasks.models import ModelMetadata, PromotionDecision
+from tasks.retries import IO_RETRIES
 from tasks.spec import DatasetSpec
 
 if TYPE_CHECKING:
@@ -226,12 +227,7 @@ def promotion_inputs(
 
 
 # Tasks ---------------------------------------------------------------------------------------
-@task(
-    name="load-promotion-inputs",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unless_data_error,
-)
+@task(name="load-promotion-inputs", **IO_RETRIES)
 def promotion_inputs_task(
     *, lake: str, spec: DatasetSpec, model_version: str | None
 ) -> PromotionInputs:
@@ -241,24 +237,14 @@ def promotion_inputs_task(
     )
 
 
-@task(
-    name="build-model-card",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unless_data_error,
-)
+@task(name="build-model-card", **IO_RETRIES)
 def model_card_task(*, lake: str, candidate: ModelMetadata, decision: PromotionDecision) -> str:
     """The candidate's model card (built before the alias moves, so it cannot fail after)."""
     importance = feature_importance(ModelRegistry(lake=lake), candidate)
     return model_card(candidate=candidate, decision=decision, importance=importance)
 
 
-@task(
-    name="rescore-champion",
-    retries=1,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_unless_data_error,
-)
+@task(name="rescore-champion", **{**IO_RETRIES, "retries": 1})
 def rescore_champion_task(
     *, scheduler: str, lake: str, champion: ModelMetadata, candidate: ModelMetadata, metric: str
 ) -> float:
@@ -276,12 +262,7 @@ def rescore_champion_task(
         )
 
 
-@task(
-    name="apply-promotion-decision",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unless_data_error,
-)
+@task(name="apply-promotion-decision", **IO_RETRIES)
 def apply_decision_task(*, lake: str, decision: PromotionDecision) -> None:
     """Move the champion alias when promoted and append the decision to the history."""
     apply_decision(ModelRegistry(lake=lake), decision)

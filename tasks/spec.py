@@ -15,7 +15,8 @@ import yaml
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tasks.errors import SpecError, retry_unless_data_error
+from tasks.errors import SpecError
+from tasks.retries import IO_RETRIES
 
 ColumnType = Literal["int", "float", "bool", "category", "string", "datetime"]
 Task = Literal["binary", "multiclass", "regression"]
@@ -335,12 +336,7 @@ def load_spec(uri: str) -> DatasetSpec:
     return parse_spec(data, source=uri)
 
 
-@task(
-    name="load-spec",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unless_data_error,
-)
+@task(name="load-spec", **IO_RETRIES)
 def load_spec_task(uri: str) -> DatasetSpec:
     """Read and validate the dataset spec (a bad spec fails at once; I/O errors retry)."""
     return load_spec(uri)

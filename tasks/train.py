@@ -20,7 +20,7 @@ from prefect import task
 from pydantic import BaseModel
 
 from blocks.registry import ModelRegistry
-from tasks.errors import TrainingError, ValidationFailed, retry_unless_data_error
+from tasks.errors import TrainingError, ValidationFailed
 from tasks.lake import Lake
 from tasks.models import (
     DatasetVersion,
@@ -29,6 +29,7 @@ from tasks.models import (
     ModelMetadata,
     ValidationReport,
 )
+from tasks.retries import IO_RETRIES
 from tasks.spec import DatasetSpec, stable_hash
 from tasks.validate import report_path
 
@@ -462,23 +463,13 @@ def load_report(lake: Lake, spec: DatasetSpec, version: DatasetVersion) -> Valid
 
 
 # Tasks --------------------------------------------------------------------------------
-@task(
-    name="load-validation-report",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unless_data_error,
-)
+@task(name="load-validation-report", **IO_RETRIES)
 def load_report_task(*, lake: str, spec: DatasetSpec, version: DatasetVersion) -> ValidationReport:
     """Read the validation report of a dataset version under the spec's suite and policy."""
     return load_report(Lake(lake), spec, version)
 
 
-@task(
-    name="find-registered-model",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unless_data_error,
-)
+@task(name="find-registered-model", **IO_RETRIES)
 def registered_candidate_task(*, lake: str, model_name: str, version: str) -> ModelCandidate | None:
     """The registered model for these inputs, if training them already happened."""
     registry = ModelRegistry(lake=lake)
@@ -495,9 +486,9 @@ def plan_training_task(
     return plan_training(spec=spec, version=version, report=report)
 
 
-@task(
-    name="train-model", retries=1, retry_delay_seconds=5, retry_condition_fn=retry_unless_data_error
-)
+# One retry: a lost worker or connection mid-training; the run starts over (a checkpoint
+# to resume from is future work).
+@task(name="train-model", **{**IO_RETRIES, "retries": 1})
 def train_model_task(
     *, scheduler: str, spec: DatasetSpec, lake: str, version: DatasetVersion, plan: TrainingPlan
 ) -> ModelCandidate:

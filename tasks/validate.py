@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from prefect import task
 
-from tasks.errors import SpecError, retry_unless_data_error
+from tasks.errors import SpecError
 from tasks.lake import Lake
 from tasks.models import (
     DatasetVersion,
@@ -26,6 +26,7 @@ from tasks.models import (
     QuarantineRecord,
     ValidationReport,
 )
+from tasks.retries import IO_RETRIES
 from tasks.spec import DatasetSpec, ExpectationSpec
 
 if TYPE_CHECKING:
@@ -308,12 +309,7 @@ def check_expectations_task(spec: DatasetSpec) -> None:
     check_expectations(spec, source=f"dataset spec '{spec.name}'")
 
 
-@task(
-    name="find-validated-partitions",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unless_data_error,
-)
+@task(name="find-validated-partitions", **IO_RETRIES)
 def known_results_task(
     *, lake: str, spec: DatasetSpec, partitions: list[PartitionRef]
 ) -> tuple[list[PartitionValidation], list[PartitionRef]]:
@@ -321,12 +317,7 @@ def known_results_task(
     return known_results(lake=Lake(lake), spec=spec, partitions=partitions)
 
 
-@task(
-    name="validate-partition",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unless_data_error,
-)
+@task(name="validate-partition", **IO_RETRIES)
 def validate_partition_task(
     *, partition: PartitionRef, spec: DatasetSpec, lake: str
 ) -> PartitionValidation:

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from prefect import flow, task
 
-from tasks.errors import SourceError, retry_unless_data_error
+from tasks.errors import SourceError
+from tasks.retries import retry_unless_data_error
 
 pytestmark = pytest.mark.timeout(120)
 
