@@ -11,8 +11,9 @@ from flows.validate import validate_flow
 from tasks.cluster import stage_task_runner
 from tasks.ingest import discover_sources_task
 from tasks.models import PipelineResult
+from tasks.pipeline import pipeline_result
 from tasks.spec import load_spec_task
-from tasks.validate import check_expectations_task, failure_reason
+from tasks.validate import check_expectations_task
 
 
 @flow(name="ml-pipeline")
@@ -23,8 +24,7 @@ def ml_pipeline(spec: str, source: str, lake: str) -> PipelineResult:
     paths or ``s3://`` URIs.
     """
     # A bad spec or expectation fails here, before any data is touched.
-    dataset = load_spec_task(spec)
-    check_expectations_task(dataset)
+    check_expectations_task(load_spec_task(spec))
     files = discover_sources_task(source)
 
     ingested = ingest_flow.with_options(task_runner=stage_task_runner(partitions=len(files)))(
@@ -41,24 +41,6 @@ def ml_pipeline(spec: str, source: str, lake: str) -> PipelineResult:
         task_runner=stage_task_runner(partitions=len(report.accepted))
     )(spec=spec, lake=lake, model_version=candidate.version)
 
-    quarantined = [q.reason for q in version.quarantined] + [
-        failure_reason(p) for p in report.partitions if not p.success
-    ]
-    return PipelineResult(
-        dataset=dataset.name,
-        dataset_version=version.version,
-        partitions_total=report.total_files,
-        partitions_accepted=len(report.accepted),
-        partitions_quarantined=report.total_files - len(report.accepted),
-        new_partitions=len(ingested.new_partitions),
-        rows=sum(p.rows for p in version.partitions if p.partition_id in set(report.accepted)),
-        model_version=candidate.version,
-        model_reused=candidate.reused,
-        metric=decision.metric,
-        metrics=candidate.metrics,
-        promoted=decision.promoted,
-        champion=decision.champion_after,
-        reason=decision.reason,
-        lake=lake,
-        quarantined=quarantined,
+    return pipeline_result(
+        lake=lake, ingested=ingested, report=report, candidate=candidate, decision=decision
     )
