@@ -110,9 +110,10 @@ def _registry(args: argparse.Namespace) -> int:
         for m in versions:
             mark = "*" if m.version == champion else " "
             value = m.metrics.get(m.metric)
+            shown = "n/a" if value is None else f"{value:.4f}"
             print(
                 f"{mark} {m.version}  {m.created_at:%Y-%m-%d %H:%M:%S}  data {m.dataset_version}  "
-                f"{m.metric}={value:.4f}"
+                f"{m.metric}={shown}"
             )
         return 0
     if args.action == "show":

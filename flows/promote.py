@@ -24,7 +24,7 @@ def promote_flow(spec: str, lake: str, model_version: str | None = None) -> Prom
     inputs = promotion_inputs_task(lake=lake, spec=dataset, model_version=model_version)
     candidate, champion = inputs.candidate, inputs.champion
     champion_value = None
-    if champion is not None and champion.version != candidate.version and not inputs.incompatible:
+    if inputs.needs_rescore and champion is not None:
         champion_value = rescore_champion_task(
             scheduler=stage_scheduler_address(),
             lake=lake,

@@ -7,10 +7,15 @@ when it ends (on success and on failure: the task runner owns it).
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 def local_cluster_shape(
@@ -66,6 +71,16 @@ def stage_task_runner(*, partitions: int | None = None) -> TaskRunner[Any]:
         "dashboard_address": ":0",
     }
     return StageTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster_kwargs)
+
+
+@contextmanager
+def stage_client(scheduler: str) -> Iterator[Client]:
+    """A client of the stage's cluster, current for the block (xgboost.dask looks the client
+    up as the current one even when it is passed in), closed afterwards."""
+    from distributed import Client
+
+    with Client(scheduler, set_as_default=False) as client, client.as_current():
+        yield client
 
 
 def stage_scheduler_address() -> str:

@@ -16,6 +16,7 @@ from prefect import task
 from pydantic import BaseModel
 
 from blocks.registry import ModelRegistry
+from tasks.cluster import stage_client
 from tasks.errors import RegistryError
 from tasks.models import ModelMetadata, PromotionDecision
 from tasks.retries import IO_RETRIES
@@ -167,6 +168,11 @@ def make_decision(
     incompatible: str | None = None,
 ) -> PromotionDecision:
     metric, direction = spec.metric, spec.direction
+    if metric not in candidate.metrics:
+        raise RegistryError(
+            f"promotion.metric: model {spec.name}@{candidate.version} has no '{metric}' "
+            f"(it reports {', '.join(sorted(candidate.metrics))})"
+        )
     candidate_value = candidate.metrics[metric]
     if champion == candidate.version:
         promoted, reason = False, "candidate is already the champion (same data and spec)"
@@ -202,6 +208,15 @@ class PromotionInputs(BaseModel):
     candidate: ModelMetadata
     champion: ModelMetadata | None
     incompatible: str | None
+
+    @property
+    def needs_rescore(self) -> bool:
+        """A different, comparable champion exists: score it on the candidate's test rows."""
+        return (
+            self.champion is not None
+            and self.champion.version != self.candidate.version
+            and self.incompatible is None
+        )
 
 
 def promotion_inputs(
@@ -249,10 +264,7 @@ def rescore_champion_task(
     *, scheduler: str, lake: str, champion: ModelMetadata, candidate: ModelMetadata, metric: str
 ) -> float:
     """Score the champion on the candidate's test rows on the cluster at ``scheduler``."""
-    from distributed import Client
-
-    # xgboost.dask looks the client up as the current one, even when it is passed in.
-    with Client(scheduler, set_as_default=False) as client, client.as_current():
+    with stage_client(scheduler) as client:
         return rescore_champion(
             client,
             registry=ModelRegistry(lake=lake),

@@ -20,6 +20,7 @@ from prefect import task
 from pydantic import BaseModel
 
 from blocks.registry import ModelRegistry
+from tasks.cluster import stage_client
 from tasks.errors import TrainingError, ValidationFailed
 from tasks.lake import Lake
 from tasks.models import (
@@ -493,8 +494,5 @@ def train_model_task(
     *, scheduler: str, spec: DatasetSpec, lake: str, version: DatasetVersion, plan: TrainingPlan
 ) -> ModelCandidate:
     """Train with xgboost.dask on the cluster at ``scheduler`` and register the model."""
-    from distributed import Client
-
-    # xgboost.dask looks the client up as the current one, even when it is passed in.
-    with Client(scheduler, set_as_default=False) as client, client.as_current():
+    with stage_client(scheduler) as client:
         return train_and_register(client, spec=spec, lake=Lake(lake), version=version, plan=plan)

@@ -89,3 +89,12 @@ def test_a_champion_split_another_way_cannot_be_compared() -> None:
     salted = candidate.layout.model_copy(update={"split": {**candidate.layout.split, "salt": "x"}})
     why = incompatibility(champion, candidate.model_copy(update={"layout": salted}))
     assert why is not None and "test rows may include the champion's training rows" in why
+
+
+def test_a_policy_metric_the_model_lacks_is_a_clear_error(demo_spec: str) -> None:
+    from tasks.errors import RegistryError
+
+    spec = load_spec(demo_spec)
+    spec = spec.model_copy(update={"promotion": spec.promotion.model_copy(update={"metric": "f1"})})
+    with pytest.raises(RegistryError, match=r"promotion\.metric: model customers@v1 has no 'f1'"):
+        make_decision(spec=spec, candidate=metadata("v1"), champion=None, champion_value=None)
