@@ -12,9 +12,13 @@ from tasks.models import IngestResult
 from tasks.spec import load_spec_task
 
 
-@flow(name="ingest", task_runner=stage_task_runner())
-def ingest_flow(spec: str, source: str, lake: str) -> IngestResult:
-    """Ingest every landing file under ``source`` into ``lake`` and write a dataset version."""
+@flow(name="ingest", task_runner=stage_task_runner("ingest"))
+def ingest_flow(spec: str, source: str, lake: str, cluster: str = "local") -> IngestResult:
+    """Ingest every landing file under ``source`` into ``lake`` and write a dataset version.
+
+    ``cluster`` (read by the stage's task runner) is ``local``, ``kubernetes``, a scheduler
+    address (``tcp://host:port``) or the name of a saved MLOps Dask Cluster block.
+    """
     dataset = load_spec_task(spec)
     files = discover_sources_task(source)
     outcomes = ingest_file_task.map(

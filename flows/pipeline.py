@@ -8,8 +8,8 @@ from flows.ingest import ingest_flow
 from flows.promote import promote_flow
 from flows.train import train_flow
 from flows.validate import validate_flow
-from tasks.cluster import stage_task_runner
-from tasks.ingest import discover_sources_task
+from tasks.cluster import resolve_cluster_task, stage_task_runner
+from tasks.ingest import discover_landing_task
 from tasks.models import PipelineResult
 from tasks.pipeline import pipeline_result
 from tasks.spec import load_spec_task
@@ -17,29 +17,44 @@ from tasks.validate import check_expectations_task
 
 
 @flow(name="ml-pipeline")
-def ml_pipeline(spec: str, source: str, lake: str) -> PipelineResult:
+def ml_pipeline(spec: str, source: str, lake: str, cluster: str = "local") -> PipelineResult:
     """Take the landing files under ``source`` to a (possibly new) champion model in ``lake``.
 
     ``spec`` is the dataset spec (a YAML path or URI); ``source`` and ``lake`` are local
-    paths or ``s3://`` URIs.
+    paths or ``s3://`` URIs. ``cluster`` is ``local``, ``kubernetes``, a scheduler address
+    (``tcp://host:port``) or the name of a saved MLOps Dask Cluster block; each stage gets
+    its own cluster there, sized for the partitions it processes.
     """
-    # A bad spec or expectation fails here, before any data is touched.
+    # A bad spec, expectation or cluster config fails here, before any data is touched.
     check_expectations_task(load_spec_task(spec))
-    files = discover_sources_task(source)
+    config = resolve_cluster_task(cluster)
+    landing = discover_landing_task(source)
 
-    ingested = ingest_flow.with_options(task_runner=stage_task_runner(partitions=len(files)))(
-        spec=spec, source=source, lake=lake
-    )
+    ingested = ingest_flow.with_options(
+        task_runner=stage_task_runner(
+            "ingest", cluster=config, partitions=len(landing), total_bytes=sum(landing.values())
+        )
+    )(spec=spec, source=source, lake=lake, cluster=cluster)
     version = ingested.version
     report = validate_flow.with_options(
-        task_runner=stage_task_runner(partitions=len(version.partitions))
-    )(spec=spec, lake=lake, dataset_version=version.version)
+        task_runner=stage_task_runner(
+            "validate",
+            cluster=config,
+            partitions=len(version.partitions),
+            total_bytes=version.bytes,
+        )
+    )(spec=spec, lake=lake, dataset_version=version.version, cluster=cluster)
+    # Training and promotion both work on the accepted partitions only.
+    accepted = {
+        "partitions": len(report.accepted),
+        "total_bytes": version.bytes_of(report.accepted),
+    }
     candidate = train_flow.with_options(
-        task_runner=stage_task_runner(partitions=len(report.accepted))
-    )(spec=spec, lake=lake, dataset_version=version.version)
+        task_runner=stage_task_runner("train", cluster=config, **accepted)
+    )(spec=spec, lake=lake, dataset_version=version.version, cluster=cluster)
     decision = promote_flow.with_options(
-        task_runner=stage_task_runner(partitions=len(report.accepted))
-    )(spec=spec, lake=lake, model_version=candidate.version)
+        task_runner=stage_task_runner("promote", cluster=config, **accepted)
+    )(spec=spec, lake=lake, model_version=candidate.version, cluster=cluster)
 
     return pipeline_result(
         lake=lake, ingested=ingested, report=report, candidate=candidate, decision=decision

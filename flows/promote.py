@@ -17,9 +17,14 @@ from tasks.promote import (
 from tasks.spec import load_spec_task
 
 
-@flow(name="promote", task_runner=stage_task_runner(partitions=1))
-def promote_flow(spec: str, lake: str, model_version: str | None = None) -> PromotionDecision:
-    """Decide on ``model_version`` (default: the newest registered version) by the spec's policy."""
+@flow(name="promote", task_runner=stage_task_runner("promote"))
+def promote_flow(
+    spec: str, lake: str, model_version: str | None = None, cluster: str = "local"
+) -> PromotionDecision:
+    """Decide on ``model_version`` (default: the newest registered version) by the spec's policy.
+
+    ``cluster`` is where the champion is re-scored (see ``ingest_flow``).
+    """
     dataset = load_spec_task(spec)
     inputs = promotion_inputs_task(lake=lake, spec=dataset, model_version=model_version)
     candidate, champion = inputs.candidate, inputs.champion

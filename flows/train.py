@@ -17,9 +17,15 @@ from tasks.train import (
 )
 
 
-@flow(name="train", task_runner=stage_task_runner())
-def train_flow(spec: str, lake: str, dataset_version: str | None = None) -> ModelCandidate:
-    """Train on a validated dataset version (default: the latest) and register the model."""
+@flow(name="train", task_runner=stage_task_runner("train"))
+def train_flow(
+    spec: str, lake: str, dataset_version: str | None = None, cluster: str = "local"
+) -> ModelCandidate:
+    """Train on a validated dataset version (default: the latest) and register the model.
+
+    ``cluster`` is where XGBoost trains (see ``ingest_flow``); training waits for all the
+    workers it was planned with.
+    """
     dataset = load_spec_task(spec)
     version = load_version_task(lake=lake, spec=dataset, version=dataset_version)
     report = load_report_task(lake=lake, spec=dataset, version=version)

@@ -20,9 +20,14 @@ from tasks.validate import (
 )
 
 
-@flow(name="validate", task_runner=stage_task_runner())
-def validate_flow(spec: str, lake: str, dataset_version: str | None = None) -> ValidationReport:
-    """Validate a dataset version (default: the latest); fail below the spec's threshold."""
+@flow(name="validate", task_runner=stage_task_runner("validate"))
+def validate_flow(
+    spec: str, lake: str, dataset_version: str | None = None, cluster: str = "local"
+) -> ValidationReport:
+    """Validate a dataset version (default: the latest); fail below the spec's threshold.
+
+    ``cluster`` is where partitions are validated (see ``ingest_flow``).
+    """
     dataset = load_spec_task(spec)
     check_expectations_task(dataset)
     version = load_version_task(lake=lake, spec=dataset, version=dataset_version)

@@ -1,34 +1,30 @@
-"""Per-stage Dask clusters for the stage flows' task runners.
+"""Per-stage Dask clusters: the stage flows' task runner.
 
-Each stage flow runs on its own ephemeral cluster, created when the flow starts and closed
-when it ends (on success and on failure: the task runner owns it).
+Each stage flow runs on its own cluster, planned from the cluster config (``blocks.cluster``)
+and the partitions the stage must process, created when the stage first needs it and closed
+when the stage ends, on success and on failure (the runner's exit stack owns it).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from prefect import get_run_logger, task
 from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 
+from tasks.errors import ClusterError
+
+T = TypeVar("T")
+
 if TYPE_CHECKING:
     from distributed import Client
+    from prefect_dask.client import PrefectDaskClient
 
-
-def local_cluster_shape(
-    partitions: int, *, cpus: int | None = None, max_workers: int = 4
-) -> tuple[int, int]:
-    """(workers, threads per worker) for a LocalCluster that processes ``partitions`` partitions.
-
-    One worker per partition up to the machine's cores (and ``max_workers``), and the cores
-    left over as threads, so a one-partition stage gets one worker with every core.
-    """
-    cpus = cpus or os.cpu_count() or 1
-    workers = max(1, min(partitions, cpus, max_workers))
-    return workers, max(1, cpus // workers)
+    from blocks.cluster import DaskClusterConfig, Stage, StagePlan
 
 
 def current_api_url() -> str | None:
@@ -43,34 +39,188 @@ def current_api_url() -> str | None:
         return str(client.api_url)
 
 
-class StageTaskRunner(DaskTaskRunner):
-    """A DaskTaskRunner whose local workers report to the flow's Prefect API.
+def check_scheduler(address: str, *, timeout: float) -> None:
+    """Fail with a clear error unless a Dask scheduler answers at ``address``."""
+    import socket
+    from urllib.parse import urlsplit
 
-    Without a configured ``PREFECT_API_URL`` (Prefect's ephemeral mode), every worker
-    process would otherwise start a temporary API server of its own on the same database.
+    # A plain TCP connect first: a refused or unresolvable address fails in milliseconds,
+    # where the Dask client would keep retrying until its timeout.
+    parts = urlsplit(address)
+    try:
+        socket.create_connection((parts.hostname or "", parts.port or 8786), timeout).close()
+    except OSError as err:
+        raise ClusterError(f"cannot reach the Dask scheduler at {address}: {err}") from None
+    # Then Dask's own handshake, bounded as a whole: a port that accepts connections but
+    # is not a scheduler (a proxy, another service) would otherwise hang the client.
+    try:
+        identity = run_async(_scheduler_identity(address), timeout=timeout)
+    except (OSError, TimeoutError) as err:
+        raise ClusterError(
+            f"no Dask scheduler answered at {address} within {timeout:g} s: "
+            f"{type(err).__name__}: {err}"
+        ) from None
+    if identity.get("type") != "Scheduler":
+        raise ClusterError(f"{address} is not a Dask scheduler (it is a {identity.get('type')})")
+
+
+async def _scheduler_identity(address: str) -> dict[str, Any]:
+    from distributed.core import rpc
+
+    remote = rpc(address)
+    try:
+        return dict(await remote.identity())
+    finally:
+        await remote.close_rpc()
+
+
+def run_async(coroutine: Coroutine[Any, Any, T], *, timeout: float) -> T:
+    """Run ``coroutine`` to completion within ``timeout`` seconds, in its own thread and
+    event loop (the caller may be inside a loop already, as Prefect tasks can be)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, asyncio.wait_for(coroutine, timeout)).result()
+
+
+def cluster_name(stage: str, flow_run_id: str | None) -> str:
+    """``mlops-<stage>-<12 hex of the flow run id>``: unique per flow run, and a valid
+    Kubernetes name (the operator appends ``-scheduler`` and needs 63 characters at most)."""
+    suffix = (flow_run_id or os.urandom(6).hex()).replace("-", "")[:12]
+    return f"mlops-{stage}-{suffix}"
+
+
+class StageTaskRunner(DaskTaskRunner):
+    """A DaskTaskRunner whose cluster is planned from a cluster config when first needed.
+
+    The config is ``cluster`` if given (the pipeline passes the one it resolved, with the
+    partition count and bytes it measured); otherwise the stage flow run's own ``cluster``
+    parameter; otherwise a local cluster. Nothing is created until a task is submitted or
+    the stage asks for its scheduler, so a stage with nothing to do starts no cluster.
     """
 
-    def __enter__(self) -> StageTaskRunner:
-        if self.address is None and self._cluster is None:
-            url = current_api_url()
-            if url:
-                env = dict(self.cluster_kwargs.get("env") or {})
-                env.setdefault("PREFECT_API_URL", url)
-                self.cluster_kwargs["env"] = env
-        super().__enter__()
-        return self
+    def __init__(
+        self,
+        *,
+        stage: Stage,
+        cluster: DaskClusterConfig | str | None = None,
+        partitions: int | None = None,
+        total_bytes: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.stage: Stage = stage
+        self.cluster = cluster
+        self.partitions = partitions
+        self.total_bytes = total_bytes
+        self.plan: StagePlan | None = None
+        self._worker_timeout = 600.0
+
+    def duplicate(self) -> StageTaskRunner:
+        return type(self)(
+            stage=self.stage,
+            cluster=self.cluster,
+            partitions=self.partitions,
+            total_bytes=self.total_bytes,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StageTaskRunner) and (
+            self.stage,
+            self.cluster,
+            self.partitions,
+            self.total_bytes,
+        ) == (other.stage, other.cluster, other.partitions, other.total_bytes)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def client(self) -> PrefectDaskClient:
+        if self._client is None and self.plan is None:
+            self._prepare()
+        return DaskTaskRunner.client.fget(self)  # type: ignore[attr-defined]
+
+    def _prepare(self) -> None:
+        from prefect.context import FlowRunContext
+
+        from blocks.cluster import DaskClusterConfig
+
+        context = FlowRunContext.get()
+        flow_run = context.flow_run if context else None
+        value = self.cluster
+        if value is None and context is not None:
+            value = (context.parameters or {}).get("cluster")
+        config = DaskClusterConfig.resolve(value)
+        config.check_reachable()
+        plan = config.plan(
+            stage=self.stage,
+            name=cluster_name(self.stage, str(flow_run.id) if flow_run else None),
+            partitions=self.partitions,
+            total_bytes=self.total_bytes,
+            cpus=os.cpu_count() or 1,
+            api_url=current_api_url() if config.mode != "address" else None,
+            labels=flow_run_labels(self.stage, context),
+        )
+        self.plan = plan
+        self.address = plan.address
+        self.cluster_class = plan.cluster_class
+        self.resolved_cluster_class = None
+        if plan.cluster_class:
+            from prefect.utilities.importtools import from_qualified_name
+
+            self.resolved_cluster_class = from_qualified_name(plan.cluster_class)
+        self.cluster_kwargs = dict(plan.cluster_kwargs)
+        self.adapt_kwargs = dict(plan.adapt_kwargs)
+        # In the stage's run log (the Prefect UI), not only on this process's console.
+        logger = get_run_logger() if context is not None else self.logger
+        logger.info(
+            "Stage %s: %s, %d worker(s) for %s partition(s)%s",
+            self.stage,
+            config.describe(),
+            plan.workers,
+            "?" if self.partitions is None else self.partitions,
+            ", adaptive" if plan.adapt_kwargs else "",
+        )
+        self._worker_timeout = config.worker_timeout
+
+    def ready_client(self) -> PrefectDaskClient:
+        """The client once every planned worker has joined (XGBoost needs them all from the
+        start: workers that join later get no data and no part in training)."""
+        client = self.client
+        assert self.plan is not None
+        try:
+            client.wait_for_workers(self.plan.wait_for_workers, timeout=self._worker_timeout)
+        except TimeoutError:
+            info = client.scheduler_info(n_workers=-1)
+            raise ClusterError(
+                f"stage {self.stage}: only {len(info['workers'])} of "
+                f"{self.plan.wait_for_workers} Dask worker(s) joined {info['address']} "
+                f"within {self._worker_timeout:g} s"
+            ) from None
+        return client
 
 
-def stage_task_runner(*, partitions: int | None = None) -> TaskRunner[Any]:
-    """A runner with a LocalCluster sized for ``partitions`` (the machine's cores when unknown)."""
-    workers, threads = local_cluster_shape(partitions or os.cpu_count() or 1)
-    cluster_kwargs: dict[str, Any] = {
-        "n_workers": workers,
-        "threads_per_worker": threads,
-        "processes": True,
-        "dashboard_address": ":0",
-    }
-    return StageTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster_kwargs)
+def flow_run_labels(stage: str, context: Any) -> dict[str, str]:
+    """Labels that tie a cluster to the Prefect flow run it serves (for kubectl and cleanup)."""
+    labels = {"app.kubernetes.io/name": "mlops-pipelines", "mlops.io/stage": stage}
+    if context is not None and context.flow_run is not None:
+        labels["prefect.io/flow-run-id"] = str(context.flow_run.id)
+        labels["prefect.io/flow-run-name"] = str(context.flow_run.name)
+        labels["prefect.io/flow-name"] = str(context.flow.name)
+    return labels
+
+
+def stage_task_runner(
+    stage: Stage,
+    *,
+    cluster: DaskClusterConfig | str | None = None,
+    partitions: int | None = None,
+    total_bytes: int | None = None,
+) -> TaskRunner[Any]:
+    """The runner for ``stage``: sized for ``partitions`` (``max_workers`` when unknown)."""
+    return StageTaskRunner(
+        stage=stage, cluster=cluster, partitions=partitions, total_bytes=total_bytes
+    )
 
 
 @contextmanager
@@ -84,7 +234,7 @@ def stage_client(scheduler: str) -> Iterator[Client]:
 
 
 def stage_scheduler_address() -> str:
-    """The scheduler address of the running stage flow's Dask cluster (started if needed).
+    """The scheduler address of the running stage's cluster, once all its workers joined.
 
     xgboost.dask drives training from a client process; training from inside a worker task
     (``worker_client``) deadlocks while building the DMatrix. So cluster-wide work such as
@@ -94,6 +244,21 @@ def stage_scheduler_address() -> str:
 
     context = FlowRunContext.get()
     runner = context.task_runner if context else None
-    if not isinstance(runner, DaskTaskRunner):
-        raise RuntimeError("this stage must run in a flow whose task runner is a DaskTaskRunner")
-    return str(runner.client.scheduler_info()["address"])
+    if not isinstance(runner, StageTaskRunner):
+        raise RuntimeError("this stage must run in a flow whose task runner is a StageTaskRunner")
+    return str(runner.ready_client().scheduler_info()["address"])
+
+
+def resolve_cluster(cluster: DaskClusterConfig | str | None) -> DaskClusterConfig:
+    """The cluster config for a ``cluster`` parameter, checked to be usable before any work."""
+    from blocks.cluster import DaskClusterConfig
+
+    config = DaskClusterConfig.resolve(cluster)
+    config.check_reachable()
+    return config
+
+
+@task(name="check-cluster")
+def resolve_cluster_task(cluster: str) -> DaskClusterConfig:
+    """Resolve and check the cluster config (a bad or unreachable one fails before any work)."""
+    return resolve_cluster(cluster)

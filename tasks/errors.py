@@ -33,3 +33,7 @@ class TrainingError(MlopsError):
 
 class RegistryError(MlopsError):
     """A registry operation was refused (unknown version, immutable version exists, ...)."""
+
+
+class ClusterError(MlopsError):
+    """A stage's Dask cluster cannot be configured, reached or started."""

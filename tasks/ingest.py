@@ -59,21 +59,26 @@ def source_format(uri: str) -> str | None:
 
 def discover_sources(source: str) -> list[str]:
     """Every landing file under ``source`` (a folder, a single file, local or ``s3://``)."""
+    return sorted(discover_landing(source))
+
+
+def discover_landing(source: str) -> dict[str, int]:
+    """Every landing file under ``source`` with its size in bytes (one listing call)."""
     fs, root = fsspec.core.url_to_fs(source)
     try:
         if not fs.exists(root):
             raise SourceError(f"{source}: landing location does not exist")
-        paths = [root] if fs.isfile(root) else fs.find(root)
+        found = {root: fs.info(root)} if fs.isfile(root) else fs.find(root, detail=True)
     except PermissionError as err:
         raise SourceError(f"{source}: cannot list landing location: {err}") from None
     # Hidden and underscore names (files or folders, e.g. Spark's _temporary/) are the
     # conventions for in-flight uploads and markers.
     base = root.rstrip("/")
-    files = sorted(
-        fs.unstrip_protocol(p)
-        for p in paths
-        if source_format(p) and not _hidden(p.removeprefix(base).strip("/"))
-    )
+    files = {
+        fs.unstrip_protocol(path): int(info.get("size") or 0)
+        for path, info in sorted(found.items())
+        if source_format(path) and not _hidden(path.removeprefix(base).strip("/"))
+    }
     if not files:
         raise SourceError(
             f"{source}: no landing files found (looked for {', '.join(SUFFIXES)}; "
@@ -364,6 +369,12 @@ def load_version(
 def discover_sources_task(source: str) -> list[str]:
     """List the landing files to ingest."""
     return discover_sources(source)
+
+
+@task(name="measure-landing-files", **IO_RETRIES)
+def discover_landing_task(source: str) -> dict[str, int]:
+    """List the landing files to ingest, with their sizes (to size the ingest cluster)."""
+    return discover_landing(source)
 
 
 @task(name="ingest-file", **IO_RETRIES)

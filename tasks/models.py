@@ -92,6 +92,11 @@ class DatasetVersion(BaseModel):
     def bytes(self) -> int:
         return sum(p.bytes for p in self.partitions)
 
+    def bytes_of(self, partition_ids: list[str]) -> int:
+        """Bytes of the given partitions of this version (e.g. the accepted ones)."""
+        wanted = set(partition_ids)
+        return sum(p.bytes for p in self.partitions if p.partition_id in wanted)
+
 
 class IngestResult(BaseModel):
     """A dataset version plus what this run had to do to produce it."""

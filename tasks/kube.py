@@ -1,0 +1,120 @@
+"""Kubernetes mode: the DaskCluster resource a stage asks the dask-kubernetes operator for.
+
+Building the resource is a pure function (tested as data against the operator's CRD schema
+and the Kubernetes Pod schema); creating it is ``KubeCluster(custom_cluster_spec=...)``,
+done by the stage's task runner.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from tasks.errors import ClusterError
+
+if TYPE_CHECKING:
+    from blocks.cluster import DaskClusterConfig
+
+# The scheduler gets what the dask-kubernetes examples give it: it holds task metadata,
+# not data.
+SCHEDULER_RESOURCES = {
+    "requests": {"cpu": "250m", "memory": "512Mi"},
+    "limits": {"memory": "2Gi"},
+}
+_LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def label_value(text: str) -> str:
+    """``text`` made a valid label value: at most 63 of [A-Za-z0-9._-], alphanumeric ends."""
+    return _LABEL_VALUE.sub("-", text)[:63].strip("-._")
+
+
+def worker_resources(config: DaskClusterConfig) -> dict[str, dict[str, str]]:
+    """Explicit ``resources`` or, by default, the worker's threads as CPU request and its
+    memory limit as both memory request and limit (a worker above its limit gets OOM-killed
+    by the kubelet before Dask could spill, so they must agree)."""
+    if config.resources is not None:
+        return config.resources
+    memory = str(config.memory_bytes)
+    return {
+        "requests": {"cpu": str(config.threads_per_worker or 1), "memory": memory},
+        "limits": {"memory": memory},
+    }
+
+
+def dask_cluster_resource(
+    config: DaskClusterConfig,
+    *,
+    name: str,
+    workers: int,
+    env: dict[str, str],
+    labels: dict[str, str],
+) -> dict[str, Any]:
+    """The ``DaskCluster`` for one stage, starting from dask-kubernetes' ``make_cluster_spec``."""
+    from dask_kubernetes.exceptions import ValidationError
+    from dask_kubernetes.operator import make_cluster_spec
+    from dask_kubernetes.operator.validation import validate_cluster_name
+
+    try:
+        validate_cluster_name(name)
+    except ValidationError as err:
+        raise ClusterError(str(err)) from None
+    threads = config.threads_per_worker or 1
+    resource: dict[str, Any] = make_cluster_spec(
+        name=name,
+        image=config.image,
+        n_workers=workers,
+        resources=worker_resources(config),
+        env=env,
+        # The worker's limits must match its container's, or Dask's memory manager would
+        # plan for memory the kubelet does not give it.
+        worker_command=(f"dask worker --nthreads {threads} --memory-limit {config.memory_bytes}"),
+        scheduler_service_type=config.scheduler_service_type,
+        idle_timeout=config.idle_timeout,
+    )
+    clean_labels = {key: label_value(value) for key, value in labels.items()}
+    resource["metadata"]["labels"] = clean_labels
+    resource["metadata"]["namespace"] = config.namespace
+    scheduler = resource["spec"]["scheduler"]
+    container = scheduler["spec"]["containers"][0]
+    container["resources"] = SCHEDULER_RESOURCES
+    # make_cluster_spec starts "dask-scheduler", a script distributed no longer installs;
+    # "dask scheduler" is the same program under its current name.
+    args = container["args"]
+    if args and args[0] == "dask-scheduler":
+        container["args"] = ["dask", "scheduler", *args[1:]]
+    for role in (resource["spec"]["worker"], scheduler):
+        role["metadata"] = {"labels": dict(clean_labels)}
+        pod = role["spec"]
+        if config.service_account:
+            pod["serviceAccountName"] = config.service_account
+        if config.node_selector:
+            pod["nodeSelector"] = dict(config.node_selector)
+        if config.tolerations:
+            pod["tolerations"] = [dict(t) for t in config.tolerations]
+        for container in pod["containers"]:
+            if not container.get("env"):
+                container.pop("env", None)
+            if config.env_from_secret:
+                container["envFrom"] = [{"secretRef": {"name": config.env_from_secret}}]
+    return resource
+
+
+def check_kubernetes_api(namespace: str, *, timeout: float) -> None:
+    """Fail with a clear error unless a Kubernetes API is configured and answers."""
+    import kr8s
+
+    from tasks.cluster import run_async
+
+    async def probe() -> None:
+        api = await kr8s.asyncio.api(namespace=namespace)
+        await api.version()
+
+    try:
+        run_async(probe(), timeout=timeout)
+    except Exception as err:  # kr8s raises many kinds; all mean "no usable API"
+        raise ClusterError(
+            "cluster mode 'kubernetes' needs a reachable Kubernetes API (a kubeconfig via "
+            f"KUBECONFIG or ~/.kube/config, or in-cluster credentials): {type(err).__name__}: "
+            f"{err}"
+        ) from None
