@@ -1,0 +1,216 @@
+"""Where stages run: an existing scheduler with worker processes over TCP, and cluster lifetimes.
+
+The ``dask scheduler`` and two ``dask worker`` processes here are separate OS processes
+started from the command line, exactly as on a machine that hosts a shared Dask cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from distributed import Client
+
+from flows.pipeline import ml_pipeline
+from tasks.errors import ClusterError, ValidationFailed
+
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
+
+
+def dask_command(*args: str) -> list[str]:
+    """``dask <args>`` from this interpreter's environment (the venv's ``dask`` script)."""
+    return [str(Path(sys.executable).parent / "dask"), *args]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Workers first, then the scheduler (a worker whose scheduler is gone keeps retrying)."""
+    processes = processes[::-1]
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def dask_processes(tmp_path: Path, prefect_api: str) -> Iterator[str]:
+    """A scheduler and two single-threaded workers as separate processes; yields the address."""
+    env = {
+        **os.environ,
+        # Workers run the Prefect tasks and report them to the same API as the flow.
+        "PREFECT_API_URL": prefect_api,
+        "DASK_LOGGING__DISTRIBUTED": "warning",
+    }
+    address = f"tcp://127.0.0.1:{free_port()}"
+    logs = tmp_path / "dask-logs"
+    logs.mkdir()
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        processes.append(
+            subprocess.Popen(
+                dask_command(
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    address.rsplit(":", 1)[1],
+                    "--no-dashboard",
+                ),
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=(logs / "scheduler.log").open("wb"),
+            )
+        )
+        for name in ("worker-a", "worker-b"):
+            processes.append(
+                subprocess.Popen(
+                    dask_command(
+                        "worker",
+                        address,
+                        "--name",
+                        name,
+                        "--nthreads",
+                        "1",
+                        "--no-nanny",
+                        "--no-dashboard",
+                        "--memory-limit",
+                        "2GiB",
+                        "--local-directory",
+                        str(tmp_path / name),
+                    ),
+                    env=env,
+                    cwd=tmp_path,
+                    stdout=subprocess.DEVNULL,
+                    stderr=(logs / f"{name}.log").open("wb"),
+                )
+            )
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with Client(address, timeout=5, set_as_default=False) as client:
+                    client.wait_for_workers(2, timeout=max(1, deadline - time.monotonic()))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        yield address
+    finally:
+        stop(processes)
+        assert all(p.poll() is not None for p in processes)
+
+
+def executed_per_worker(address: str) -> dict[str, int]:
+    with Client(address, set_as_default=False) as client:
+        counts = client.run(lambda dask_worker: dask_worker.state.executed_count)
+        names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
+    return {names[a]: int(n) for a, n in counts.items()}
+
+
+def test_whole_pipeline_on_an_existing_scheduler_with_worker_processes(
+    dask_processes: str, demo_spec: str, demo_source: Path, lake: str
+) -> None:
+    result = ml_pipeline(spec=demo_spec, source=str(demo_source), lake=lake, cluster=dask_processes)
+    assert result.promoted and result.partitions_accepted == 4
+    assert result.metrics["roc_auc"] > 0.8
+    # Both worker processes did part of the work: the stages really ran over TCP on them.
+    executed = executed_per_worker(dask_processes)
+    assert set(executed) == {"worker-a", "worker-b"}
+    assert all(n > 0 for n in executed.values()), executed
+    # The existing cluster is not ours: it is still there, with both workers, afterwards.
+    with Client(dask_processes, set_as_default=False) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+
+
+def dask_children() -> set[int]:
+    """This test process's Dask worker/nanny processes (LocalCluster spawns them)."""
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmdline = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if "multiprocessing" in cmdline and "spawn_main" in cmdline:
+            found.add(child.pid)
+    return found
+
+
+def wait_gone(pids: set[int], timeout: float = 30) -> set[int]:
+    deadline = time.monotonic() + timeout
+    alive = set(pids)
+    while alive and time.monotonic() < deadline:
+        alive = {
+            p
+            for p in alive
+            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        }
+        time.sleep(0.5)
+    return alive
+
+
+def test_a_failing_stage_leaves_no_cluster_processes(
+    demo_spec: str, defect_source: Path, spec_variant, lake: str
+) -> None:
+    before = dask_children()
+    strict = spec_variant(validation={"min_accepted_fraction": 1.0})
+    with pytest.raises(ValidationFailed):
+        ml_pipeline(spec=strict, source=str(defect_source), lake=lake)
+    assert wait_gone(dask_children() - before) == set()
+
+
+def test_unreachable_scheduler_fails_before_any_work(
+    demo_spec: str, demo_source: Path, lake: str
+) -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with pytest.raises(ClusterError, match=f"cannot reach the Dask scheduler at {address}"):
+        ml_pipeline(spec=demo_spec, source=str(demo_source), lake=lake, cluster=address)
+    assert not Path(lake).exists()
+
+
+def test_kubernetes_without_an_api_fails_before_any_work(
+    demo_spec: str, demo_source: Path, lake: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ClusterError, match="needs a reachable Kubernetes API"):
+        ml_pipeline(spec=demo_spec, source=str(demo_source), lake=lake, cluster="kubernetes")
+    assert not Path(lake).exists()
+
+
+def test_unknown_cluster_name_is_a_clear_error(
+    demo_spec: str, demo_source: Path, lake: str
+) -> None:
+    with pytest.raises(ClusterError, match="cluster 'nightly-gpu' is not 'local', 'kubernetes'"):
+        ml_pipeline(spec=demo_spec, source=str(demo_source), lake=lake, cluster="nightly-gpu")
+    assert not Path(lake).exists()
+
+
+def test_a_saved_cluster_block_is_used_by_name(
+    demo_spec: str, demo_source: Path, lake: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from blocks.cluster import DaskClusterConfig
+
+    DaskClusterConfig(max_workers=1, adaptive=False).save("one-worker", overwrite=True)
+    caplog.set_level("INFO")
+    result = ml_pipeline(spec=demo_spec, source=str(demo_source), lake=lake, cluster="one-worker")
+    assert result.promoted
+    # Four partitions, but the block allows one worker: every stage that started one obeyed.
+    planned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Stage ")]
+    assert "Stage ingest: local cluster, 1 worker(s) for 4 partition(s)" in planned
+    assert "Stage train: local cluster, 1 worker(s) for 4 partition(s)" in planned
