@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--spec", required=True, help="dataset spec YAML (path or URI)")
     run.add_argument("--source", required=True, help="landing folder or file (path or s3:// URI)")
     run.add_argument("--lake", required=True, help="lake root (path or s3:// URI)")
+    run.add_argument(
+        "--cluster",
+        default="local",
+        help="where each stage's Dask cluster runs: local (default), kubernetes, a scheduler "
+        "address (tcp://host:8786) or the name of a saved MLOps Dask Cluster block",
+    )
     run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
     demo = sub.add_parser("demo-data", help="write synthetic landing files for the demo spec")
@@ -65,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from flows.pipeline import ml_pipeline
 
-    result = ml_pipeline(spec=args.spec, source=args.source, lake=args.lake)
+    result = ml_pipeline(spec=args.spec, source=args.source, lake=args.lake, cluster=args.cluster)
     if args.json:
         print(result.model_dump_json(indent=2))
     else:

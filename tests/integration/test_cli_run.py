@@ -58,3 +58,32 @@ def test_failed_run_exits_nonzero_with_a_clear_message(
     assert done.stdout == ""
     last = done.stderr.strip().splitlines()[-1]
     assert last == f"error: {tmp_path / 'missing'}: landing location does not exist"
+
+
+def test_unreachable_cluster_exits_1_naming_the_address(
+    prefect_api: str, demo_spec: str, demo_source: Path, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    lake = tmp_path / "lake"
+    done = run_cli(
+        [
+            "run",
+            "--spec",
+            demo_spec,
+            "--source",
+            str(demo_source),
+            "--lake",
+            str(lake),
+            "--cluster",
+            address,
+        ],
+        prefect_api,
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot reach the Dask scheduler at {address}: "), last
+    assert not lake.exists()
