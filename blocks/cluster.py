@@ -226,7 +226,7 @@ class DaskClusterConfig(Block):
         adapt = {"minimum": min(self.min_workers, workers), "maximum": workers} if elastic else {}
         # Workers report task runs to the flow's Prefect API; without it (ephemeral mode) each
         # worker process would start a temporary API server of its own.
-        env = {**({"PREFECT_API_URL": api_url} if api_url else {}), **self.env}
+        runtime_env = {"PREFECT_API_URL": api_url} if api_url else {}
         if self.mode == "address":
             return StagePlan(
                 mode="address",
@@ -252,7 +252,7 @@ class DaskClusterConfig(Block):
                     "memory_limit": self.memory_per_worker,
                     "processes": True,
                     "dashboard_address": ":0",
-                    "env": env,
+                    "env": {**runtime_env, **self.env},
                     "scheduler_kwargs": scheduler_kwargs,
                 },
                 adapt_kwargs=adapt,
@@ -260,19 +260,22 @@ class DaskClusterConfig(Block):
         from tasks.kube import dask_cluster_resource
 
         resource = dask_cluster_resource(
-            self, name=name, workers=workers, env=env, labels=labels or {}
+            self, name=name, workers=workers, env=runtime_env, labels=labels or {}
         )
         return StagePlan(
             mode="kubernetes",
             name=name,
             workers=workers,
             wait_for_workers=workers,
-            cluster_class="dask_kubernetes.operator.KubeCluster",
+            cluster_class="tasks.kube.start_kube_cluster",
             cluster_kwargs={
                 "custom_cluster_spec": resource,
                 "namespace": self.namespace,
                 "shutdown_on_close": True,
                 "resource_timeout": int(self.worker_timeout),
+                "startup_timeout": self.worker_timeout,
+                # No progress bars in a flow's log.
+                "quiet": True,
             },
             adapt_kwargs=adapt,
         )

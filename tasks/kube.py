@@ -50,7 +50,10 @@ def dask_cluster_resource(
     env: dict[str, str],
     labels: dict[str, str],
 ) -> dict[str, Any]:
-    """The ``DaskCluster`` for one stage, starting from dask-kubernetes' ``make_cluster_spec``."""
+    """The ``DaskCluster`` for one stage, starting from dask-kubernetes' ``make_cluster_spec``.
+
+    ``env`` is what the run adds (the Prefect API URL); the block's own ``env`` wins over it.
+    """
     from dask_kubernetes.exceptions import ValidationError
     from dask_kubernetes.operator import make_cluster_spec
     from dask_kubernetes.operator.validation import validate_cluster_name
@@ -58,14 +61,14 @@ def dask_cluster_resource(
     try:
         validate_cluster_name(name)
     except ValidationError as err:
-        raise ClusterError(str(err)) from None
+        raise ClusterError(getattr(err, "message", None) or str(err)) from None
     threads = config.threads_per_worker or 1
     resource: dict[str, Any] = make_cluster_spec(
         name=name,
         image=config.image,
         n_workers=workers,
         resources=worker_resources(config),
-        env=env,
+        env={**env, **config.env},
         # The worker's limits must match its container's, or Dask's memory manager would
         # plan for memory the kubelet does not give it.
         worker_command=(f"dask worker --nthreads {threads} --memory-limit {config.memory_bytes}"),
@@ -118,3 +121,78 @@ def check_kubernetes_api(namespace: str, *, timeout: float) -> None:
             f"KUBECONFIG or ~/.kube/config, or in-cluster credentials): {type(err).__name__}: "
             f"{err}"
         ) from None
+
+
+def start_kube_cluster(*, startup_timeout: float, **kwargs: Any) -> Any:
+    """``KubeCluster(**kwargs)``, started within ``startup_timeout`` seconds or not at all.
+
+    KubeCluster deletes its DaskCluster only when the operator times out; a scheduler pod
+    stuck pending (no node fits, image cannot be pulled) would wait forever, and any other
+    error leaves the resource behind. Here every failure deletes the DaskCluster by name
+    before the error is raised, so a failed start leaves nothing running.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    from dask_kubernetes.operator import KubeCluster
+    from dask_kubernetes.operator.kubecluster.kubecluster import CreateMode
+
+    # A name clash must not attach this stage to another run's cluster (and then delete
+    # it on close): create, never connect.
+    kwargs["create_mode"] = CreateMode.CREATE_ONLY
+    name = kwargs["custom_cluster_spec"]["metadata"]["name"]
+    namespace = kwargs["namespace"]
+    pool = ThreadPoolExecutor(1, thread_name_prefix=f"start-{name}")
+    started = pool.submit(KubeCluster, **kwargs)
+    try:
+        return started.result(timeout=startup_timeout)
+    except FutureTimeout:
+        delete_dask_cluster(name, namespace)
+        raise ClusterError(
+            f"DaskCluster {name} in namespace {namespace} did not start within "
+            f"{startup_timeout:g} s (scheduler pod pending? image pull failing?); deleted it"
+        ) from None
+    except Exception as err:
+        delete_dask_cluster(name, namespace)
+        raise ClusterError(
+            f"could not start DaskCluster {name} in namespace {namespace}: "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    finally:
+        pool.shutdown(wait=False)
+
+
+def delete_dask_cluster(name: str, namespace: str, *, timeout: float = 60) -> bool:
+    """Delete the DaskCluster ``name`` if it exists (the operator removes its pods).
+
+    Returns whether one was deleted. Best effort: a failure here is logged, because it must
+    not hide the error that made the cleanup necessary.
+    """
+    import logging
+
+    async def delete() -> bool:
+        import kr8s
+        from dask_kubernetes.operator._objects import DaskCluster
+
+        try:
+            cluster = await DaskCluster.get(name, namespace=namespace)
+        except kr8s.NotFoundError:
+            return False
+        await cluster.delete()
+        return True
+
+    from tasks.cluster import run_async
+
+    try:
+        return run_async(delete(), timeout=timeout)
+    except Exception as err:  # reported, never raised: see the docstring
+        logging.getLogger(__name__).error(
+            "Could not delete DaskCluster %s in namespace %s; delete it with "
+            "`kubectl -n %s delete daskcluster %s`: %s",
+            name,
+            namespace,
+            namespace,
+            name,
+            err,
+        )
+        return False

@@ -147,7 +147,7 @@ def test_address_plan_connects_and_creates_nothing() -> None:
 def test_kubernetes_plan_hands_a_cluster_spec_to_kubecluster() -> None:
     config = DaskClusterConfig(mode="kubernetes", max_workers=20, partitions_per_worker=2)
     stage = plan(config, "train", 30)
-    assert stage.cluster_class == "dask_kubernetes.operator.KubeCluster"
+    assert stage.cluster_class == "tasks.kube.start_kube_cluster"
     # Not capped by this machine's cores: the cluster is elsewhere.
     assert stage.workers == 15
     kwargs = stage.cluster_kwargs
