@@ -10,6 +10,8 @@ SPEC ?= datasets/demo.yaml
 ROWS ?= 200000
 FILES ?= 8
 SEED ?= 7
+# Where each stage's Dask cluster runs: local, kubernetes, tcp://host:port or a block name.
+CLUSTER ?= local
 # Keep this checkout's Prefect state (ephemeral API database) inside the checkout.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
@@ -39,7 +41,7 @@ $(SOURCE):
 demo-data: $(VENV)/.run-installed $(SOURCE)
 
 run: $(VENV)/.run-installed $(SOURCE)
-	$(BIN)/mlops run --spec $(SPEC) --source $(SOURCE) --lake $(LAKE)
+	$(BIN)/mlops run --spec $(SPEC) --source $(SOURCE) --lake $(LAKE) --cluster $(CLUSTER)
 
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
