@@ -158,7 +158,9 @@ class StageTaskRunner(DaskTaskRunner):
             partitions=self.partitions,
             total_bytes=self.total_bytes,
             cpus=os.cpu_count() or 1,
-            api_url=current_api_url() if config.mode != "address" else None,
+            # Workers of clusters we create report task runs to the flow's API; outside a
+            # flow run there is nothing to report (and no API to start for it).
+            api_url=current_api_url() if context and config.mode != "address" else None,
             labels=flow_run_labels(self.stage, context),
         )
         self.plan = plan

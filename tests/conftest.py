@@ -107,3 +107,41 @@ def read_artifact(key: str) -> Any:
     if artifact.type == "table" and isinstance(data, str):
         return json.loads(data), artifact
     return data, artifact
+
+
+def _leftover_processes(timeout: float = 15) -> list[str]:
+    """Child processes of this test run still alive ``timeout`` s after the last test."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for child in psutil.Process().children(recursive=True):
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(f"{child.pid}: {' '.join(child.cmdline())[:160]}")
+            except psutil.Error:
+                continue
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any test left a process behind (a Dask scheduler or worker, a server):
+    every cluster and server a test starts must be gone when its fixture or stage ends."""
+    import multiprocessing
+
+    # Its resource tracker lives as long as this interpreter, by design.
+    tracker = getattr(multiprocessing.resource_tracker, "_resource_tracker", None)
+    tracker_pid = getattr(tracker, "_pid", None)
+    leftover = [p for p in _leftover_processes() if not p.startswith(f"{tracker_pid}:")]
+    if leftover:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("processes left behind by the tests:", red=True)
+            for line in leftover:
+                reporter.write_line(f"  {line}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

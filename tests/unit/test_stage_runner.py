@@ -1,0 +1,64 @@
+"""The stage task runner on real clusters: what it creates, waits for, and closes."""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+
+from blocks.cluster import DaskClusterConfig
+from tasks.cluster import StageTaskRunner
+from tasks.errors import ClusterError
+
+
+@pytest.mark.timeout(120)
+def test_a_local_stage_cluster_is_sized_named_and_closed() -> None:
+    runner = StageTaskRunner(
+        stage="train",
+        cluster=DaskClusterConfig(max_workers=2, partitions_per_worker=1, threads_per_worker=1),
+        partitions=2,
+        total_bytes=1000,
+    )
+    with runner:
+        assert runner.plan is None  # nothing is created before the stage needs it
+        client = runner.ready_client()
+        assert runner.plan is not None and runner.plan.workers == 2
+        info = client.scheduler_info()
+        assert len(info["workers"]) == 2
+        assert runner._cluster is not None and runner._cluster.name.startswith("mlops-train-")
+        worker_pids = set(client.run(lambda: __import__("os").getpid()).values())
+        assert all(psutil.pid_exists(pid) for pid in worker_pids)
+    # Closed with the stage: its worker processes are gone.
+    assert not [p for p in worker_pids if psutil.pid_exists(p)]
+
+
+@pytest.mark.timeout(120)
+def test_training_waits_for_its_workers_and_says_when_they_do_not_come(dask_client) -> None:  # type: ignore[no-untyped-def]
+    address = dask_client.scheduler.address
+    enough = DaskClusterConfig(mode="address", address=address, min_workers=2)
+    with StageTaskRunner(stage="train", cluster=enough) as runner:
+        assert len(runner.ready_client().scheduler_info()["workers"]) == 2
+    # The session's cluster has two workers; a stage that needs three fails with the count.
+    too_many = DaskClusterConfig(
+        mode="address", address=address, min_workers=3, max_workers=3, worker_timeout=3
+    )
+    with (
+        StageTaskRunner(stage="train", cluster=too_many) as runner,
+        pytest.raises(ClusterError, match=r"only 2 of 3 Dask worker\(s\) joined"),
+    ):
+        runner.ready_client()
+    # Connecting to an existing cluster never closes it.
+    assert len(dask_client.scheduler_info()["workers"]) == 2
+
+
+@pytest.mark.timeout(60)
+def test_duplicates_keep_the_stage_and_sizing() -> None:
+    # Prefect duplicates the flow's runner for every run.
+    runner = StageTaskRunner(stage="validate", cluster="local", partitions=3, total_bytes=9)
+    copy = runner.duplicate()
+    assert copy == runner and copy is not runner
+    assert (copy.stage, copy.cluster, copy.partitions, copy.total_bytes) == (
+        "validate",
+        "local",
+        3,
+        9,
+    )
