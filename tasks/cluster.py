@@ -57,11 +57,17 @@ def check_scheduler(address: str, *, timeout: float) -> None:
         identity = run_async(_scheduler_identity(address), timeout=timeout)
     except (OSError, TimeoutError) as err:
         raise ClusterError(
-            f"no Dask scheduler answered at {address} within {timeout:g} s: "
-            f"{type(err).__name__}: {err}"
+            f"no Dask scheduler answered at {address}: {describe_error(err, timeout)}"
         ) from None
     if identity.get("type") != "Scheduler":
         raise ClusterError(f"{address} is not a Dask scheduler (it is a {identity.get('type')})")
+
+
+def describe_error(err: BaseException, timeout: float) -> str:
+    """``err`` in one line; a bare timeout says how long was waited."""
+    if isinstance(err, TimeoutError) and not str(err):
+        return f"no answer within {timeout:g} s"
+    return f"{type(err).__name__}: {err}"
 
 
 async def _scheduler_identity(address: str) -> dict[str, Any]:

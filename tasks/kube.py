@@ -7,9 +7,11 @@ done by the stage's task runner.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import TYPE_CHECKING, Any
 
+from tasks.cluster import describe_error
 from tasks.errors import ClusterError
 
 if TYPE_CHECKING:
@@ -118,8 +120,8 @@ def check_kubernetes_api(namespace: str, *, timeout: float) -> None:
     except Exception as err:  # kr8s raises many kinds; all mean "no usable API"
         raise ClusterError(
             "cluster mode 'kubernetes' needs a reachable Kubernetes API (a kubeconfig via "
-            f"KUBECONFIG or ~/.kube/config, or in-cluster credentials): {type(err).__name__}: "
-            f"{err}"
+            f"KUBECONFIG or ~/.kube/config, or in-cluster credentials): "
+            f"{describe_error(err, timeout)}"
         ) from None
 
 
@@ -127,14 +129,11 @@ def start_kube_cluster(*, startup_timeout: float, **kwargs: Any) -> Any:
     """``KubeCluster(**kwargs)``, started within ``startup_timeout`` seconds or not at all.
 
     KubeCluster deletes its DaskCluster only when the operator times out; a scheduler pod
-    stuck pending (no node fits, image cannot be pulled) would wait forever, and any other
-    error leaves the resource behind. Here every failure deletes the DaskCluster by name
-    before the error is raised, so a failed start leaves nothing running.
+    stuck pending (no node fits, image cannot be pulled) would be waited for forever, and
+    any other error leaves the resource behind. Here the start is bounded and cancelled on
+    KubeCluster's own event loop, and every failure deletes the DaskCluster by name before
+    the error is raised, so a failed start leaves nothing running and nothing polling.
     """
-    from concurrent.futures import ThreadPoolExecutor
-    from concurrent.futures import TimeoutError as FutureTimeout
-
-    from dask_kubernetes.operator import KubeCluster
     from dask_kubernetes.operator.kubecluster.kubecluster import CreateMode
 
     # A name clash must not attach this stage to another run's cluster (and then delete
@@ -142,24 +141,51 @@ def start_kube_cluster(*, startup_timeout: float, **kwargs: Any) -> Any:
     kwargs["create_mode"] = CreateMode.CREATE_ONLY
     name = kwargs["custom_cluster_spec"]["metadata"]["name"]
     namespace = kwargs["namespace"]
-    pool = ThreadPoolExecutor(1, thread_name_prefix=f"start-{name}")
-    started = pool.submit(KubeCluster, **kwargs)
     try:
-        return started.result(timeout=startup_timeout)
-    except FutureTimeout:
+        return _bounded_kube_cluster(startup_timeout)(**kwargs)
+    except TimeoutError:
         delete_dask_cluster(name, namespace)
         raise ClusterError(
             f"DaskCluster {name} in namespace {namespace} did not start within "
             f"{startup_timeout:g} s (scheduler pod pending? image pull failing?); deleted it"
         ) from None
-    except Exception as err:
+    except BaseException as err:
         delete_dask_cluster(name, namespace)
+        if not isinstance(err, Exception):  # interrupted: clean up, then let it through
+            raise
         raise ClusterError(
             f"could not start DaskCluster {name} in namespace {namespace}: "
             f"{type(err).__name__}: {err}"
         ) from err
-    finally:
-        pool.shutdown(wait=False)
+
+
+def _bounded_kube_cluster(startup_timeout: float) -> type[Any]:
+    """A KubeCluster class whose start gives up after ``startup_timeout`` seconds."""
+    from dask_kubernetes.operator import KubeCluster
+
+    class BoundedKubeCluster(KubeCluster):
+        def sync(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+            # KubeCluster.__init__ runs sync(self._start) without a timeout; with one,
+            # distributed wraps _start in wait_for, which cancels it on the cluster's loop
+            # (a thread left waiting instead would poll the API until the process exits).
+            if getattr(func, "__name__", None) != "_start" or kwargs.get("callback_timeout"):
+                return super().sync(func, *args, **kwargs)
+            kwargs["callback_timeout"] = startup_timeout
+            try:
+                return super().sync(func, *args, **kwargs)
+            except BaseException:
+                self._abandon()
+                raise
+
+        def _abandon(self) -> None:
+            # The caller deletes the resource; keep the at-exit reaper off this instance
+            # and stop its event loop thread.
+            self.shutdown_on_close = False
+            with contextlib.suppress(BaseException):
+                super().sync(self._close, callback_timeout=10)
+            self._loop_runner.stop()
+
+    return BoundedKubeCluster
 
 
 def delete_dask_cluster(name: str, namespace: str, *, timeout: float = 60) -> bool:

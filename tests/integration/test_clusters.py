@@ -18,6 +18,7 @@ import psutil
 import pytest
 from distributed import Client
 
+from flows.ingest import ingest_flow
 from flows.pipeline import ml_pipeline
 from tasks.errors import ClusterError, ValidationFailed
 
@@ -48,9 +49,10 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait(timeout=10)
 
 
-@pytest.fixture
-def dask_processes(tmp_path: Path, prefect_api: str) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def dask_processes(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterator[str]:
     """A scheduler and two single-threaded workers as separate processes; yields the address."""
+    tmp_path = tmp_path_factory.mktemp("dask-processes")
     env = {
         **os.environ,
         # Workers run the Prefect tasks and report them to the same API as the flow.
@@ -136,6 +138,16 @@ def test_whole_pipeline_on_an_existing_scheduler_with_worker_processes(
     # The existing cluster is not ours: it is still there, with both workers, afterwards.
     with Client(dask_processes, set_as_default=False) as client:
         assert len(client.scheduler_info()["workers"]) == 2
+
+
+def test_a_stage_flow_called_alone_runs_where_its_cluster_parameter_says(
+    dask_processes: str, demo_spec: str, demo_source: Path, lake: str
+) -> None:
+    before = sum(executed_per_worker(dask_processes).values())
+    result = ingest_flow(spec=demo_spec, source=str(demo_source), lake=lake, cluster=dask_processes)
+    assert len(result.new_partitions) == 4
+    # One ingest task per landing file ran on the existing cluster's workers.
+    assert sum(executed_per_worker(dask_processes).values()) - before >= 4
 
 
 def dask_children() -> set[int]:

@@ -163,7 +163,7 @@ def test_a_port_that_is_not_a_dask_scheduler_is_a_clear_error() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         address = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
-        message = f"no Dask scheduler answered at {address} within 2 s"
+        message = f"no Dask scheduler answered at {address}: no answer within 2 s"
         with pytest.raises(ClusterError, match=message):
             check_scheduler(address, timeout=2)
 
