@@ -142,11 +142,39 @@ class StageTaskRunner(DaskTaskRunner):
 
     @property
     def client(self) -> PrefectDaskClient:
-        if self._client is None and self.plan is None:
-            self._prepare()
-        return DaskTaskRunner.client.fget(self)  # type: ignore[attr-defined]
+        """The stage's client; the first call creates (or connects to) the planned cluster.
 
-    def _prepare(self) -> None:
+        Unlike DaskTaskRunner's, it never adopts a Dask client that happens to be current in
+        the flow's process: the stage runs where its plan says, on a cluster it owns.
+        """
+        if self._client is None:
+            self._client = self._start()
+        return self._client
+
+    def _start(self) -> PrefectDaskClient:
+        import asyncio
+
+        from prefect.utilities.asyncutils import run_coro_as_sync
+        from prefect.utilities.importtools import from_qualified_name
+        from prefect_dask.client import PrefectDaskClient
+
+        plan = self.plan or self._prepare()
+        target: Any = plan.address
+        if plan.cluster_class:
+            cluster_class = from_qualified_name(plan.cluster_class)
+            # Entered on the runner's exit stack: closed when the stage ends, however it ends.
+            self._cluster = self._exit_stack.enter_context(cluster_class(**plan.cluster_kwargs))
+            if plan.adapt_kwargs:
+                adapting = self._cluster.adapt(**plan.adapt_kwargs)
+                if asyncio.iscoroutine(adapting):
+                    run_coro_as_sync(adapting)
+            target = self._cluster
+        client: PrefectDaskClient = self._exit_stack.enter_context(
+            PrefectDaskClient(target, **self.client_kwargs)
+        )
+        return client
+
+    def _prepare(self) -> StagePlan:
         from prefect.context import FlowRunContext
 
         from blocks.cluster import DaskClusterConfig
@@ -170,15 +198,6 @@ class StageTaskRunner(DaskTaskRunner):
             labels=flow_run_labels(self.stage, context),
         )
         self.plan = plan
-        self.address = plan.address
-        self.cluster_class = plan.cluster_class
-        self.resolved_cluster_class = None
-        if plan.cluster_class:
-            from prefect.utilities.importtools import from_qualified_name
-
-            self.resolved_cluster_class = from_qualified_name(plan.cluster_class)
-        self.cluster_kwargs = dict(plan.cluster_kwargs)
-        self.adapt_kwargs = dict(plan.adapt_kwargs)
         # In the stage's run log (the Prefect UI), not only on this process's console.
         logger = get_run_logger() if context is not None else self.logger
         logger.info(
@@ -190,6 +209,7 @@ class StageTaskRunner(DaskTaskRunner):
             ", adaptive" if plan.adapt_kwargs else "",
         )
         self._worker_timeout = config.worker_timeout
+        return plan
 
     def ready_client(self) -> PrefectDaskClient:
         """The client once every planned worker has joined (XGBoost needs them all from the

@@ -62,3 +62,16 @@ def test_duplicates_keep_the_stage_and_sizing() -> None:
         3,
         9,
     )
+
+
+@pytest.mark.timeout(120)
+def test_ingest_and_validate_clusters_are_adaptive_within_the_plan() -> None:
+    config = DaskClusterConfig(max_workers=2, partitions_per_worker=1, threads_per_worker=1)
+    with StageTaskRunner(stage="ingest", cluster=config, partitions=2) as runner:
+        runner.client  # noqa: B018 - creating the client creates the cluster
+        adaptive = runner._cluster._adaptive  # type: ignore[union-attr]
+        assert adaptive is not None
+        assert (adaptive.minimum, adaptive.maximum) == (1, 2)
+    with StageTaskRunner(stage="train", cluster=config, partitions=2) as runner:
+        runner.client  # noqa: B018
+        assert getattr(runner._cluster, "_adaptive", None) is None
