@@ -7,6 +7,7 @@ endpoints and credentials come from the standard AWS settings (``AWS_ENDPOINT_UR
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -128,3 +129,8 @@ class Lake:
         names = [e for e in entries if e.endswith(suffix)]
         # Temporary files of an in-flight atomic write are not part of the lake.
         return sorted(n for n in names if not os.path.basename(n).startswith(".tmp-"))
+
+    def remove(self, path: str, *, recursive: bool = False) -> None:
+        """Delete a file (or a folder with ``recursive``); absent is fine."""
+        with contextlib.suppress(FileNotFoundError):
+            self._fs.rm(path, recursive=recursive)

@@ -180,6 +180,8 @@ class ModelMetadata(BaseModel):
     xgboost_version: str
     workers: int
     timings: dict[str, float]
+    # Set when training continued from a checkpoint (after a lost worker or a crash).
+    resumed_from_round: int | None = None
 
 
 class PromotionDecision(BaseModel):

@@ -114,6 +114,9 @@ class TrainingSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="XGBoost booster params.")
     num_boost_round: int = Field(200, ge=1, le=100_000)
     early_stopping_rounds: int | None = Field(20, ge=1)
+    checkpoint_every: int = Field(
+        10, ge=1, description="Rounds between training checkpoints in the lake."
+    )
 
 
 class PromotionPolicy(_Strict):
@@ -284,7 +287,8 @@ class DatasetSpec(_Strict):
                     if self.columns[f].categories is not None
                 },
                 "split": self.split.model_dump(mode="json"),
-                "training": self.training.model_dump(mode="json"),
+                # How often to checkpoint does not change the model.
+                "training": self.training.model_dump(mode="json", exclude={"checkpoint_every"}),
             }
         )
 

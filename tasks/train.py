@@ -20,6 +20,14 @@ from prefect import task
 from pydantic import BaseModel
 
 from blocks.registry import ModelRegistry
+from tasks.checkpoint import (
+    Checkpoints,
+    History,
+    best_round,
+    checkpoint_callback,
+    merge_history,
+    stopped_early,
+)
 from tasks.cluster import stage_client
 from tasks.errors import TrainingError, ValidationFailed
 from tasks.lake import Lake
@@ -30,7 +38,7 @@ from tasks.models import (
     ModelMetadata,
     ValidationReport,
 )
-from tasks.retries import IO_RETRIES
+from tasks.retries import IO_RETRIES, TRAINING_RETRIES
 from tasks.spec import DatasetSpec, stable_hash
 from tasks.validate import report_path
 
@@ -270,6 +278,7 @@ class TrainedModel:
     rows: dict[str, int]
     workers: int
     timings: dict[str, float]
+    resumed_from_round: int | None = None
 
 
 def train_distributed(
@@ -280,8 +289,14 @@ def train_distributed(
     params: dict[str, Any],
     num_boost_round: int,
     early_stopping_rounds: int | None,
+    checkpoints: Checkpoints | None = None,
+    checkpoint_every: int = 10,
 ) -> TrainedModel:
-    """Train with xgboost.dask on the client's cluster and evaluate on the test split."""
+    """Train with xgboost.dask on the client's cluster and evaluate on the test split.
+
+    With ``checkpoints``, the booster is saved every ``checkpoint_every`` rounds, and a
+    training that finds a checkpoint continues from it (``xgb_model=``) instead of round 0.
+    """
     from xgboost import dask as dxgb
 
     timings: dict[str, float] = {}
@@ -306,24 +321,37 @@ def train_distributed(
     dtrain = dxgb.DaskQuantileDMatrix(client, x_train, y_train, enable_categorical=True)
     dvalid = dxgb.DaskQuantileDMatrix(client, x_valid, y_valid, ref=dtrain, enable_categorical=True)
     timings["dmatrix_seconds"] = time.perf_counter() - started
+    resumed = checkpoints.latest() if checkpoints else None
+    booster: xgboost.Booster | None = resumed[0] if resumed else None
+    history: History = resumed[1].history if resumed else {}
+    remaining = num_boost_round - (booster.num_boosted_rounds() if booster else 0)
     started = time.perf_counter()
-    output = dxgb.train(
-        client,
-        params,
-        dtrain,
-        num_boost_round=num_boost_round,
-        evals=[(dtrain, "train"), (dvalid, "validation")],
-        early_stopping_rounds=early_stopping_rounds,
-        verbose_eval=False,
-    )
+    if remaining > 0 and not stopped_early(history, early_stopping_rounds):
+        callbacks = (
+            [checkpoint_callback(checkpoints, every=checkpoint_every, history_before=history)]
+            if checkpoints
+            else []
+        )
+        output = dxgb.train(
+            client,
+            params,
+            dtrain,
+            num_boost_round=remaining,
+            evals=[(dtrain, "train"), (dvalid, "validation")],
+            early_stopping_rounds=early_stopping_rounds,
+            xgb_model=booster,
+            callbacks=callbacks,
+            verbose_eval=False,
+        )
+        booster = output["booster"]
+        history = merge_history(history, output["history"])
     timings["train_seconds"] = time.perf_counter() - started
-    booster: xgboost.Booster = output["booster"]
-    history = {
-        k: {m: [float(v) for v in vs] for m, vs in d.items()} for k, d in output["history"].items()
-    }
+    assert booster is not None
     rounds = booster.num_boosted_rounds()
-    best_iteration = int(getattr(booster, "best_iteration", rounds - 1))
-    best_score = getattr(booster, "best_score", None)
+    # The best round over the whole history (before and after a resume), as early stopping
+    # judges it; without early stopping, every round is kept.
+    best = best_round(history) if early_stopping_rounds else None
+    best_iteration, best_score = best if best else (rounds - 1, None)
     # Keep exactly the best trees: every later user of the model then predicts the same way.
     if best_iteration + 1 < rounds:
         booster = booster[: best_iteration + 1]
@@ -334,7 +362,8 @@ def train_distributed(
         booster=booster,
         history=history,
         best_iteration=best_iteration,
-        best_score=float(best_score) if best_score is not None else None,
+        best_score=best_score,
+        resumed_from_round=resumed[1].rounds if resumed else None,
         metrics=metrics,
         rows=rows,
         workers=len(client.scheduler_info()["workers"]),
@@ -417,6 +446,7 @@ def train_and_register(
     import xgboost
 
     registry = ModelRegistry(lake=lake.uri)
+    checkpoints = Checkpoints(lake.uri, spec.name, plan.model_version)
     trained = train_distributed(
         client,
         uris=plan.partition_uris,
@@ -424,6 +454,8 @@ def train_and_register(
         params=plan.params,
         num_boost_round=spec.training.num_boost_round,
         early_stopping_rounds=spec.training.early_stopping_rounds,
+        checkpoints=checkpoints,
+        checkpoint_every=spec.training.checkpoint_every,
     )
     metadata = ModelMetadata(
         model_name=spec.name,
@@ -448,8 +480,11 @@ def train_and_register(
         xgboost_version=xgboost.__version__,
         workers=trained.workers,
         timings=trained.timings,
+        resumed_from_round=trained.resumed_from_round,
     )
     registry.register(metadata, bytes(trained.booster.save_raw(raw_format="ubj")))
+    # Registered: the version exists, so nothing will resume these any more.
+    checkpoints.clear()
     return candidate_from(metadata, registry=registry, reused=False)
 
 
@@ -487,12 +522,22 @@ def plan_training_task(
     return plan_training(spec=spec, version=version, report=report)
 
 
-# One retry: a lost worker or connection mid-training; the run starts over (a checkpoint
-# to resume from is future work).
-@task(name="train-model", **{**IO_RETRIES, "retries": 1})
+# A lost worker fails XGBoost's collective at once; the retry waits for the cluster to be
+# back to size and resumes from the last checkpoint.
+@task(name="train-model", **TRAINING_RETRIES)
 def train_model_task(
-    *, scheduler: str, spec: DatasetSpec, lake: str, version: DatasetVersion, plan: TrainingPlan
+    *,
+    scheduler: str,
+    workers: int,
+    spec: DatasetSpec,
+    lake: str,
+    version: DatasetVersion,
+    plan: TrainingPlan,
+    worker_timeout: float = 600,
 ) -> ModelCandidate:
     """Train with xgboost.dask on the cluster at ``scheduler`` and register the model."""
     with stage_client(scheduler) as client:
+        # XGBoost trains on the workers present when it starts; a replaced worker must be
+        # back first, or the retry would train on fewer (and lose their share of the data).
+        client.wait_for_workers(workers, timeout=worker_timeout)
         return train_and_register(client, spec=spec, lake=Lake(lake), version=version, plan=plan)
