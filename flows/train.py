@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from tasks.artifacts import publish_training_summary
-from tasks.cluster import stage_scheduler_address, stage_task_runner
+from tasks.cluster import stage_scheduler_address, stage_task_runner, stage_workers
 from tasks.ingest import load_version_task
 from tasks.models import ModelCandidate
 from tasks.spec import load_spec_task
@@ -45,6 +45,7 @@ def train_flow(
         # stage_scheduler_address for why not inside a worker).
         candidate = train_model_task(
             scheduler=stage_scheduler_address(),
+            workers=stage_workers(),
             spec=dataset,
             lake=lake,
             version=version,

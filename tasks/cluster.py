@@ -261,6 +261,17 @@ def stage_client(scheduler: str) -> Iterator[Client]:
         yield client
 
 
+def stage_workers() -> int:
+    """How many workers the running stage's cluster was planned with (and waits for)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    if not isinstance(runner, StageTaskRunner) or runner.plan is None:
+        raise RuntimeError("call stage_scheduler_address() first: the cluster is not planned")
+    return runner.plan.wait_for_workers
+
+
 def stage_scheduler_address() -> str:
     """The scheduler address of the running stage's cluster, once all its workers joined.
 

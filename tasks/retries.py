@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect.tasks import exponential_backoff
+
 from tasks.errors import MlopsError
 
 
@@ -17,9 +19,19 @@ def retry_unless_data_error(task: object, task_run: object, state: Any) -> bool:
 
 
 # Keyword arguments for ``@task`` on tasks that read or write the lake, the landing zone or
-# the cluster.
+# the cluster: exponential backoff (2, 4, 8 s) with jitter, so many tasks failing together
+# (a storage hiccup) do not retry in lockstep.
 IO_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": retry_unless_data_error,
+}
+# Training: a lost worker takes its nanny a few seconds to replace; each retry resumes from
+# the last checkpoint, so retrying is cheap.
+TRAINING_RETRIES: dict[str, Any] = {
     "retries": 2,
-    "retry_delay_seconds": [2, 10],
+    "retry_delay_seconds": [5, 20],
+    "retry_jitter_factor": 0.5,
     "retry_condition_fn": retry_unless_data_error,
 }

@@ -1,0 +1,143 @@
+"""A Dask worker process killed (SIGKILL) in the middle of each stage: the stage still
+finishes with the right result, and nothing in the lake is lost or written twice."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+
+from flows.ingest import ingest_flow
+from flows.train import train_flow
+from flows.validate import validate_flow
+from tasks.checkpoint import Checkpoints
+from tasks.demo_data import write_demo_data
+from tasks.ingest import load_version
+from tasks.lake import Lake
+from tasks.models import ModelMetadata
+from tasks.spec import load_spec
+from tasks.train import plan_training, train_distributed
+
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
+
+
+def worker_processes() -> set[int]:
+    """This test process's Dask worker processes (LocalCluster spawns them)."""
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.add(child.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+@contextmanager
+def kill_a_worker_when(ready: Callable[[], bool], *, timeout: float = 240) -> Iterator[list[int]]:
+    """SIGKILL one worker process of the cluster started inside the block, as soon as
+    ``ready()`` says the stage is mid-work. Yields the list the killed pid is added to."""
+    before = worker_processes()
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while not stop.is_set() and time.monotonic() < deadline:
+            new = sorted(worker_processes() - before)
+            if new and ready():
+                psutil.Process(new[0]).kill()
+                killed.append(new[0])
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield killed
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def many_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve landing files: enough tasks that a worker dies with work in hand."""
+    out = tmp_path_factory.mktemp("landing-many")
+    write_demo_data(str(out), rows=12_000, files=12, seed=21)
+    return out
+
+
+def lake_files(lake: str, folder: str, suffix: str) -> list[Path]:
+    return sorted(p for p in (Path(lake) / folder).rglob(f"*{suffix}") if p.is_file())
+
+
+def test_ingest_survives_a_killed_worker(demo_spec: str, many_files: Path, lake: str) -> None:
+    partitions = "datasets/customers/partitions"
+    with kill_a_worker_when(lambda: bool(lake_files(lake, partitions, ".parquet"))) as killed:
+        result = ingest_flow(spec=demo_spec, source=str(many_files), lake=lake)
+    assert killed, "the stage ended before a worker could be killed"
+    assert len(result.version.partitions) == 12 and result.version.rows == 12_000
+    # Every file exactly once: one partition each, no temporary leftovers, no quarantine.
+    assert len(lake_files(lake, partitions, ".parquet")) == 12
+    assert not [p for p in Path(lake).rglob(".tmp-*")]
+    assert result.version.quarantined == []
+
+
+def test_validate_survives_a_killed_worker(demo_spec: str, many_files: Path, lake: str) -> None:
+    ingest_flow(spec=demo_spec, source=str(many_files), lake=lake)
+    results = "datasets/customers/validations/partitions"
+    with kill_a_worker_when(lambda: bool(lake_files(lake, results, ".json"))) as killed:
+        report = validate_flow(spec=demo_spec, lake=lake)
+    assert killed, "the stage ended before a worker could be killed"
+    assert report.passed and len(report.accepted) == 12 and report.rejected == []
+    assert not [p for p in Path(lake).rglob(".tmp-*")]
+
+
+def test_training_survives_a_killed_worker_and_resumes_from_its_checkpoint(
+    demo_spec: str, many_files: Path, lake: str, spec_variant, dask_client
+) -> None:
+    # Many small rounds, checkpointed often: the kill lands mid-training.
+    spec = spec_variant(
+        training={
+            "params": {"eta": 0.05, "max_depth": 4},
+            "num_boost_round": 200,
+            "early_stopping_rounds": None,
+            "checkpoint_every": 5,
+        }
+    )
+    ingest_flow(spec=spec, source=str(many_files), lake=lake)
+    report = validate_flow(spec=spec, lake=lake)
+    dataset = load_spec(spec)
+    manifest = load_version(Lake(lake), dataset.name)
+    plan = plan_training(spec=dataset, version=manifest, report=report)
+    checkpoints = Checkpoints(lake, dataset.name, plan.model_version)
+
+    def mid_training() -> bool:
+        found = checkpoints.latest()
+        return found is not None and found[1].rounds >= 10
+
+    with kill_a_worker_when(mid_training) as killed:
+        candidate = train_flow(spec=spec, lake=lake)
+    assert killed, "training ended before a worker could be killed"
+    folder = Path(lake) / "models/customers/versions" / candidate.version
+    metadata = ModelMetadata.model_validate_json((folder / "metadata.json").read_text())
+    # The retry continued from a checkpoint, not from round 0, and finished all rounds.
+    assert metadata.resumed_from_round is not None and metadata.resumed_from_round >= 10
+    assert metadata.best_iteration == 199
+    assert checkpoints.latest() is None  # cleared once the model was registered
+    # Same result as an uninterrupted training on the same rows, within tolerance.
+    whole = train_distributed(
+        dask_client,
+        uris=plan.partition_uris,
+        layout=plan.layout,
+        params=plan.params,
+        num_boost_round=200,
+        early_stopping_rounds=None,
+    )
+    assert candidate.metrics["roc_auc"] == pytest.approx(whole.metrics["roc_auc"], abs=0.005)
