@@ -12,6 +12,7 @@ from tasks.promote import (
     make_decision,
     model_card_task,
     promotion_inputs_task,
+    promotion_lock,
     rescore_champion_task,
 )
 from tasks.spec import load_spec_task
@@ -26,27 +27,30 @@ def promote_flow(
     ``cluster`` is where the champion is re-scored (see ``ingest_flow``).
     """
     dataset = load_spec_task(spec)
-    inputs = promotion_inputs_task(lake=lake, spec=dataset, model_version=model_version)
-    candidate, champion = inputs.candidate, inputs.champion
-    champion_value = None
-    if inputs.needs_rescore and champion is not None:
-        champion_value = rescore_champion_task(
-            scheduler=stage_scheduler_address(),
-            lake=lake,
-            champion=champion,
+    # Read the champion, decide and move the alias as one step per model: a concurrent
+    # promotion decides against what this one leaves (see promotion_lock).
+    with promotion_lock(dataset.name):
+        inputs = promotion_inputs_task(lake=lake, spec=dataset, model_version=model_version)
+        candidate, champion = inputs.candidate, inputs.champion
+        champion_value = None
+        if inputs.needs_rescore and champion is not None:
+            champion_value = rescore_champion_task(
+                scheduler=stage_scheduler_address(),
+                lake=lake,
+                champion=champion,
+                candidate=candidate,
+                metric=dataset.metric,
+            )
+        decision = make_decision(
+            spec=dataset,
             candidate=candidate,
-            metric=dataset.metric,
+            champion=champion.version if champion else None,
+            champion_value=champion_value,
+            incompatible=inputs.incompatible,
         )
-    decision = make_decision(
-        spec=dataset,
-        candidate=candidate,
-        champion=champion.version if champion else None,
-        champion_value=champion_value,
-        incompatible=inputs.incompatible,
-    )
-    card = model_card_task(lake=lake, candidate=candidate, decision=decision)
-    # Moving the alias is the last step that can fail the run.
-    apply_decision_task(lake=lake, decision=decision)
+        card = model_card_task(lake=lake, candidate=candidate, decision=decision)
+        # Moving the alias is the last step that can fail the run.
+        apply_decision_task(lake=lake, decision=decision)
     get_run_logger().info(
         "Model %s@%s %s: %s (champion now %s)",
         dataset.name,
