@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from flows.ingest import ingest_flow
 from flows.promote import promote_flow
 from flows.train import train_flow
 from flows.validate import validate_flow
+from tasks.spec import load_spec
 
 from ..conftest import read_artifact
 
@@ -82,3 +84,75 @@ def test_promotion_keeps_a_better_champion_and_records_every_decision(
     card, artifact = read_artifact("model-card-customers")
     assert f"# Model card: customers @ {weak.version}" in card
     assert "not promoted" in card and "Not promoted" in artifact.description
+
+
+def test_concurrent_promotions_of_one_model_are_serialized(
+    demo_spec: str, tmp_path: Path, validated: str, dask_client, prefect_api: str
+) -> None:
+    """Eight promotions at once: every decision sees the champion the previous one left,
+    and the alias history is one linear chain ending at the best candidate."""
+    import os
+    import subprocess
+    import sys
+
+    from tasks.promote import rescore_champion
+
+    lake = str(tmp_path / "lake")
+    source = ModelRegistry(lake=validated)
+    base = source.metadata("customers", train_flow(spec=demo_spec, lake=validated).version)
+    booster = source.load_booster("customers", base.version)
+    registry = ModelRegistry(lake=lake)
+    # Eight real models of different quality: the trained one cut to 1..8 trees, each with
+    # its honest test metric.
+    versions = []
+    for trees in range(1, 9):
+        metadata = base.model_copy(
+            update={"version": f"{base.version[:8]}-{trees}trees", "best_iteration": trees - 1}
+        )
+        registry.register(metadata, bytes(booster[:trees].save_raw(raw_format="ubj")))
+        auc = rescore_champion(
+            dask_client, registry=registry, champion=metadata, candidate=base, metric="roc_auc"
+        )
+        registry._lake.write_json(
+            registry._path("customers", "versions", metadata.version, "metadata.json"),
+            metadata.model_copy(update={"metrics": {**base.metrics, "roc_auc": auc}}),
+        )
+        versions.append((auc, metadata.version))
+    # Eight separate processes (as eight flow runs on eight machines would be), sharing the
+    # session's Prefect API and one Dask cluster for the champion re-scoring.
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    script = (
+        "import sys; from flows.promote import promote_flow; "
+        "promote_flow(spec=sys.argv[1], lake=sys.argv[2], model_version=sys.argv[3], "
+        "cluster=sys.argv[4])"
+    )
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, demo_spec, lake, version, dask_client.scheduler.address],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _, version in versions
+    ]
+    errors = [run.communicate(timeout=400)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0] * 8, "\n".join(e[-2000:] for e in errors)
+    decisions = registry.decisions("customers")
+    assert len(decisions) == 8 and len(registry.decisions("customers")) == 8
+    history = registry.aliases("customers")["history"]
+    # One linear sequence: each move starts from where the previous one ended.
+    assert history[0]["previous"] is None
+    assert all(
+        later["previous"] == earlier["champion"] for earlier, later in itertools.pairwise(history)
+    )
+    recorded = sorted(registry.decisions("customers"), key=lambda d: d.decided_at)
+    champion = None
+    for decision in recorded:
+        assert decision.champion_before == champion, "a decision saw a stale champion"
+        champion = decision.champion_after
+    assert registry.champion("customers") == champion
+    # No candidate beats the final champion by the policy's margin.
+    margin = load_spec(demo_spec).promotion.min_improvement
+    best = dict((v, auc) for auc, v in versions)[champion]
+    assert all(auc <= best + margin for auc, _ in versions)
