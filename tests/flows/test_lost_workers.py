@@ -73,11 +73,21 @@ def many_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def shared_lake(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One lake for the module: each test runs the stages before its own (reused when an
+    earlier test already ran them), so the suite ingests and validates these files once."""
+    return str(tmp_path_factory.mktemp("lost-workers-lake") / "lake")
+
+
 def lake_files(lake: str, folder: str, suffix: str) -> list[Path]:
     return sorted(p for p in (Path(lake) / folder).rglob(f"*{suffix}") if p.is_file())
 
 
-def test_ingest_survives_a_killed_worker(demo_spec: str, many_files: Path, lake: str) -> None:
+def test_ingest_survives_a_killed_worker(
+    demo_spec: str, many_files: Path, shared_lake: str
+) -> None:
+    lake = shared_lake
     partitions = "datasets/customers/partitions"
     with kill_a_worker_when(lambda: bool(lake_files(lake, partitions, ".parquet"))) as killed:
         result = ingest_flow(spec=demo_spec, source=str(many_files), lake=lake)
@@ -89,7 +99,10 @@ def test_ingest_survives_a_killed_worker(demo_spec: str, many_files: Path, lake:
     assert result.version.quarantined == []
 
 
-def test_validate_survives_a_killed_worker(demo_spec: str, many_files: Path, lake: str) -> None:
+def test_validate_survives_a_killed_worker(
+    demo_spec: str, many_files: Path, shared_lake: str
+) -> None:
+    lake = shared_lake
     ingest_flow(spec=demo_spec, source=str(many_files), lake=lake)
     results = "datasets/customers/validations/partitions"
     with kill_a_worker_when(lambda: bool(lake_files(lake, results, ".json"))) as killed:
@@ -100,8 +113,9 @@ def test_validate_survives_a_killed_worker(demo_spec: str, many_files: Path, lak
 
 
 def test_training_survives_a_killed_worker_and_resumes_from_its_checkpoint(
-    demo_spec: str, many_files: Path, lake: str, spec_variant, dask_client
+    many_files: Path, shared_lake: str, spec_variant, dask_client
 ) -> None:
+    lake = shared_lake
     # Many small rounds, checkpointed often: the kill lands mid-training.
     spec = spec_variant(
         training={
