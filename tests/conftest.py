@@ -132,7 +132,7 @@ def _leftover_processes(timeout: float = 15) -> list[str]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if any test left a process behind (a Dask scheduler or worker, a server):
     every cluster and server a test starts must be gone when its fixture or stage ends."""
-    import multiprocessing
+    import multiprocessing.resource_tracker
 
     # Its resource tracker lives as long as this interpreter, by design.
     tracker = getattr(multiprocessing.resource_tracker, "_resource_tracker", None)
