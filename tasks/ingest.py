@@ -15,7 +15,6 @@ import json
 import zlib
 from collections.abc import Iterable
 
-import fsspec
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,6 +33,7 @@ from tasks.models import (
 )
 from tasks.retries import IO_RETRIES
 from tasks.spec import ColumnSpec, DatasetSpec, stable_hash
+from tasks.storage import url_to_fs
 
 SUFFIXES: tuple[str, ...] = (".csv.gz", ".csv", ".parquet")
 NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
@@ -64,7 +64,7 @@ def discover_sources(source: str) -> list[str]:
 
 def discover_landing(source: str) -> dict[str, int]:
     """Every landing file under ``source`` with its size in bytes (one listing call)."""
-    fs, root = fsspec.core.url_to_fs(source)
+    fs, root = url_to_fs(source)
     try:
         if not fs.exists(root):
             raise SourceError(f"{source}: landing location does not exist")
@@ -237,7 +237,7 @@ def read_partition_ref(lake: Lake, path: str) -> PartitionRef:
 def ingest_file(*, source_uri: str, spec: DatasetSpec, lake: Lake) -> IngestOutcome:
     """Turn one landing file into a partition (or reuse it), or quarantine it with the reason."""
     fmt = source_format(source_uri)
-    fs, path = fsspec.core.url_to_fs(source_uri)
+    fs, path = url_to_fs(source_uri)
     data = bytes(fs.cat_file(path))
     source_hash = hashlib.sha256(data).hexdigest()
     pid = partition_id(source_hash, spec.schema_hash())

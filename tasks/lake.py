@@ -18,6 +18,8 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel
 
+from tasks.storage import url_to_fs
+
 
 @dataclass(frozen=True)
 class Lake:
@@ -34,7 +36,7 @@ class Lake:
             if "://" not in self.uri or self.uri.startswith("file://")
             else {"use_listings_cache": False}
         )
-        fs, root = fsspec.core.url_to_fs(self.uri, **options)
+        fs, root = url_to_fs(self.uri, **options)
         object.__setattr__(self, "_fs", fs)
         object.__setattr__(self, "_root", root.rstrip("/"))
 

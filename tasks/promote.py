@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-import fsspec
 import pyarrow.parquet as pq
 from prefect import task
 from pydantic import BaseModel
@@ -23,6 +22,7 @@ from tasks.errors import RegistryError
 from tasks.models import ModelMetadata, PromotionDecision
 from tasks.retries import IO_RETRIES
 from tasks.spec import DatasetSpec
+from tasks.storage import open_file
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -43,7 +43,7 @@ def incompatibility(champion: ModelMetadata, candidate: ModelMetadata) -> str | 
         return f"champion classes {a.classes} differ from candidate classes {b.classes}"
     if not candidate.partitions:
         return "candidate has no partitions to score on"
-    with fsspec.open(candidate.partitions[0], "rb") as fh:
+    with open_file(candidate.partitions[0], "rb") as fh:
         columns = set(pq.read_schema(fh).names)
     missing = [f for f in a.features if f not in columns]
     if missing:

@@ -10,13 +10,13 @@ import hashlib
 import json
 from typing import Any, Literal
 
-import fsspec
 import yaml
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.errors import SpecError
 from tasks.retries import IO_RETRIES
+from tasks.storage import open_file
 
 ColumnType = Literal["int", "float", "bool", "category", "string", "datetime"]
 Task = Literal["binary", "multiclass", "regression"]
@@ -327,7 +327,7 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> DatasetSpec:
 def load_spec(uri: str) -> DatasetSpec:
     """Read and validate a spec from a local path or any fsspec URI (e.g. ``s3://``)."""
     try:
-        with fsspec.open(uri, "rt", encoding="utf-8") as fh:
+        with open_file(uri, "rt", encoding="utf-8") as fh:
             text = fh.read()
     except FileNotFoundError:
         raise SpecError(f"{uri}: dataset spec not found") from None

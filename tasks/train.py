@@ -40,6 +40,7 @@ from tasks.models import (
 )
 from tasks.retries import IO_RETRIES, TRAINING_RETRIES
 from tasks.spec import DatasetSpec, stable_hash
+from tasks.storage import storage_options
 from tasks.validate import report_path
 
 if TYPE_CHECKING:
@@ -231,7 +232,7 @@ def load_prepared(client: Client, uris: list[str], layout: FeatureLayout) -> dd.
     columns = (
         [*dict.fromkeys([*layout.features, layout.target, layout.key])] if layout.key else None
     )
-    raw = dd.read_parquet(uris, columns=columns)
+    raw = dd.read_parquet(uris, columns=columns, storage_options=storage_options(uris[0]))
     meta = prepare_frame(raw._meta, layout)
     prepared = raw.map_partitions(prepare_frame, layout, meta=meta)
     return client.persist(prepared)

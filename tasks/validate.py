@@ -11,7 +11,6 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-import fsspec
 import pandas as pd
 import pyarrow.parquet as pq
 from prefect import task
@@ -28,6 +27,7 @@ from tasks.models import (
 )
 from tasks.retries import IO_RETRIES
 from tasks.spec import DatasetSpec, ExpectationSpec
+from tasks.storage import open_file
 
 if TYPE_CHECKING:
     from great_expectations.core.batch_definition import BatchDefinition
@@ -151,7 +151,7 @@ def validate_frame(
 
 def read_partition_frame(uri: str) -> pd.DataFrame:
     """One partition as pandas (read where it is processed)."""
-    with fsspec.open(uri, "rb") as fh:
+    with open_file(uri, "rb") as fh:
         return pq.read_table(fh).to_pandas()
 
 
