@@ -23,33 +23,23 @@ from tasks.models import ModelMetadata
 from tasks.spec import load_spec
 from tasks.train import plan_training, train_distributed
 
+from ..support.processes import dask_worker_processes
+
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
-
-
-def worker_processes() -> set[int]:
-    """This test process's Dask worker processes (LocalCluster spawns them)."""
-    found = set()
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "spawn_main" in " ".join(child.cmdline()):
-                found.add(child.pid)
-        except psutil.Error:
-            continue
-    return found
 
 
 @contextmanager
 def kill_a_worker_when(ready: Callable[[], bool], *, timeout: float = 240) -> Iterator[list[int]]:
     """SIGKILL one worker process of the cluster started inside the block, as soon as
     ``ready()`` says the stage is mid-work. Yields the list the killed pid is added to."""
-    before = worker_processes()
+    before = dask_worker_processes()
     killed: list[int] = []
     stop = threading.Event()
 
     def watch() -> None:
         deadline = time.monotonic() + timeout
         while not stop.is_set() and time.monotonic() < deadline:
-            new = sorted(worker_processes() - before)
+            new = sorted(dask_worker_processes() - before)
             if new and ready():
                 psutil.Process(new[0]).kill()
                 killed.append(new[0])

@@ -7,7 +7,6 @@ started from the command line, exactly as on a machine that hosts a shared Dask 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,18 +21,14 @@ from flows.ingest import ingest_flow
 from flows.pipeline import ml_pipeline
 from tasks.errors import ClusterError, ValidationFailed
 
+from ..support.processes import dask_worker_processes, free_port
+
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 
 def dask_command(*args: str) -> list[str]:
     """``dask <args>`` from this interpreter's environment (the venv's ``dask`` script)."""
     return [str(Path(sys.executable).parent / "dask"), *args]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stop(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -150,19 +145,6 @@ def test_a_stage_flow_called_alone_runs_where_its_cluster_parameter_says(
     assert sum(executed_per_worker(dask_processes).values()) - before >= 4
 
 
-def dask_children() -> set[int]:
-    """This test process's Dask worker/nanny processes (LocalCluster spawns them)."""
-    found = set()
-    for child in psutil.Process().children(recursive=True):
-        try:
-            cmdline = " ".join(child.cmdline())
-        except psutil.Error:
-            continue
-        if "multiprocessing" in cmdline and "spawn_main" in cmdline:
-            found.add(child.pid)
-    return found
-
-
 def wait_gone(pids: set[int], timeout: float = 30) -> set[int]:
     deadline = time.monotonic() + timeout
     alive = set(pids)
@@ -179,11 +161,11 @@ def wait_gone(pids: set[int], timeout: float = 30) -> set[int]:
 def test_a_failing_stage_leaves_no_cluster_processes(
     demo_spec: str, defect_source: Path, spec_variant, lake: str
 ) -> None:
-    before = dask_children()
+    before = dask_worker_processes()
     strict = spec_variant(validation={"min_accepted_fraction": 1.0})
     with pytest.raises(ValidationFailed):
         ml_pipeline(spec=strict, source=str(defect_source), lake=lake)
-    assert wait_gone(dask_children() - before) == set()
+    assert wait_gone(dask_worker_processes() - before) == set()
 
 
 def test_unreachable_scheduler_fails_before_any_work(

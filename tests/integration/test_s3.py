@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,14 +17,9 @@ from blocks.registry import ModelRegistry
 from flows.pipeline import ml_pipeline
 
 from ..conftest import DEMO_SPEC
+from ..support.processes import free_port, wait_for_port
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow, pytest.mark.s3]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +29,7 @@ def s3_endpoint() -> Iterator[str]:
     Set in os.environ (not per-test) because the Dask workers that read and write the lake
     are separate processes that inherit the environment.
     """
-    port = _free_port()
+    port = free_port()
     server = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
     proc = subprocess.Popen(
         [server, "-H", "127.0.0.1", "-p", str(port)],
@@ -53,15 +46,7 @@ def s3_endpoint() -> Iterator[str]:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.2)
+        wait_for_port(port, proc, what="moto_server")
         yield endpoint
     finally:
         proc.terminate()
@@ -79,7 +64,7 @@ def faulty_s3(s3_endpoint: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     (this one and the Dask workers it starts) talks to S3 through the proxy."""
     import fsspec
 
-    port = _free_port()
+    port = free_port()
     faults = tmp_path / "faults.log"
     with faults.open("w") as log:
         proxy = subprocess.Popen(
@@ -97,14 +82,7 @@ def faulty_s3(s3_endpoint: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
             stderr=log,
         )
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline and proxy.poll() is None, "proxy did not start"
-            time.sleep(0.2)
+    wait_for_port(port, proxy, what="the faulty proxy")
     # Cached S3 filesystems would keep talking to moto directly.
     fsspec.get_filesystem_class("s3").clear_instance_cache()
     os.environ["AWS_ENDPOINT_URL"] = endpoint
