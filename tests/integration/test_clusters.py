@@ -38,7 +38,9 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
         process.terminate()
     for process in processes:
         try:
-            process.wait(timeout=30)
+            # A nanny-less worker shuts down in a second or two; one that lingers (retrying
+            # a scheduler that is gone) is killed rather than waited for.
+            process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
