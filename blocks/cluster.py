@@ -40,8 +40,10 @@ class StagePlan:
     mode: ClusterMode
     name: str
     workers: int
-    # Workers that must have joined before cluster-wide work (training) starts.
+    # Workers that must have joined before cluster-wide work (training) starts, and how
+    # long to wait for them.
     wait_for_workers: int
+    worker_timeout: float
     address: str | None = None
     cluster_class: str | None = None
     cluster_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -233,6 +235,7 @@ class DaskClusterConfig(Block):
                 name=name,
                 workers=workers,
                 wait_for_workers=max(self.min_workers, 1),
+                worker_timeout=self.worker_timeout,
                 address=self.address,
             )
         if self.mode == "local":
@@ -242,6 +245,7 @@ class DaskClusterConfig(Block):
                 name=name,
                 workers=workers,
                 wait_for_workers=workers,
+                worker_timeout=self.worker_timeout,
                 cluster_class="distributed.LocalCluster",
                 cluster_kwargs={
                     "name": name,
@@ -267,6 +271,7 @@ class DaskClusterConfig(Block):
             name=name,
             workers=workers,
             wait_for_workers=workers,
+            worker_timeout=self.worker_timeout,
             cluster_class="tasks.kube.start_kube_cluster",
             cluster_kwargs={
                 "custom_cluster_spec": resource,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from tasks.artifacts import publish_training_summary
-from tasks.cluster import stage_scheduler_address, stage_task_runner, stage_workers
+from tasks.cluster import stage_plan, stage_scheduler_address, stage_task_runner
 from tasks.ingest import load_version_task
 from tasks.models import ModelCandidate
 from tasks.spec import load_spec_task
@@ -43,9 +43,12 @@ def train_flow(
     else:
         # Runs here and drives the stage's cluster through its own client (see
         # stage_scheduler_address for why not inside a worker).
+        scheduler = stage_scheduler_address()
+        cluster_plan = stage_plan()
         candidate = train_model_task(
-            scheduler=stage_scheduler_address(),
-            workers=stage_workers(),
+            scheduler=scheduler,
+            workers=cluster_plan.wait_for_workers,
+            worker_timeout=cluster_plan.worker_timeout,
             spec=dataset,
             lake=lake,
             version=version,

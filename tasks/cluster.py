@@ -120,7 +120,6 @@ class StageTaskRunner(DaskTaskRunner):
         self.partitions = partitions
         self.total_bytes = total_bytes
         self.plan: StagePlan | None = None
-        self._worker_timeout = 600.0
 
     def duplicate(self) -> StageTaskRunner:
         return type(self)(
@@ -208,7 +207,6 @@ class StageTaskRunner(DaskTaskRunner):
             "?" if self.partitions is None else self.partitions,
             ", adaptive" if plan.adapt_kwargs else "",
         )
-        self._worker_timeout = config.worker_timeout
         return plan
 
     def ready_client(self) -> PrefectDaskClient:
@@ -217,13 +215,13 @@ class StageTaskRunner(DaskTaskRunner):
         client = self.client
         assert self.plan is not None
         try:
-            client.wait_for_workers(self.plan.wait_for_workers, timeout=self._worker_timeout)
+            client.wait_for_workers(self.plan.wait_for_workers, timeout=self.plan.worker_timeout)
         except TimeoutError:
             info = client.scheduler_info(n_workers=-1)
             raise ClusterError(
                 f"stage {self.stage}: only {len(info['workers'])} of "
                 f"{self.plan.wait_for_workers} Dask worker(s) joined {info['address']} "
-                f"within {self._worker_timeout:g} s"
+                f"within {self.plan.worker_timeout:g} s"
             ) from None
         return client
 
@@ -261,15 +259,18 @@ def stage_client(scheduler: str) -> Iterator[Client]:
         yield client
 
 
-def stage_workers() -> int:
-    """How many workers the running stage's cluster was planned with (and waits for)."""
+def stage_plan() -> StagePlan:
+    """The running stage's cluster plan (workers to wait for, and for how long).
+
+    Call after ``stage_scheduler_address()``, which plans and starts the cluster.
+    """
     from prefect.context import FlowRunContext
 
     context = FlowRunContext.get()
     runner = context.task_runner if context else None
     if not isinstance(runner, StageTaskRunner) or runner.plan is None:
         raise RuntimeError("call stage_scheduler_address() first: the cluster is not planned")
-    return runner.plan.wait_for_workers
+    return runner.plan
 
 
 def stage_scheduler_address() -> str:

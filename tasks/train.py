@@ -534,7 +534,7 @@ def train_model_task(
     lake: str,
     version: DatasetVersion,
     plan: TrainingPlan,
-    worker_timeout: float = 600,
+    worker_timeout: float,
 ) -> ModelCandidate:
     """Train with xgboost.dask on the cluster at ``scheduler`` and register the model."""
     with stage_client(scheduler) as client:
