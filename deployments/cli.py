@@ -39,6 +39,17 @@ def _parser() -> argparse.ArgumentParser:
         help="where each stage's Dask cluster runs: local (default), kubernetes, a scheduler "
         "address (tcp://host:8786) or the name of a saved MLOps Dask Cluster block",
     )
+    run.add_argument(
+        "--refresh",
+        action="store_true",
+        help="ingest and validate every file again, replacing the cached results in the lake",
+    )
+    run.add_argument(
+        "--cache-expiration-days",
+        type=_positive_days,
+        metavar="DAYS",
+        help="cached results this run writes expire after DAYS (default: never)",
+    )
     run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
     demo = sub.add_parser("demo-data", help="write synthetic landing files for the demo spec")
@@ -68,10 +79,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not days > 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be more than 0 days")
+    return days
+
+
 def _run(args: argparse.Namespace) -> int:
     from flows.pipeline import ml_pipeline
+    from tasks.caching import CacheOptions
 
-    result = ml_pipeline(spec=args.spec, source=args.source, lake=args.lake, cluster=args.cluster)
+    cache = CacheOptions(refresh=args.refresh, expiration_days=args.cache_expiration_days)
+    result = ml_pipeline(
+        spec=args.spec, source=args.source, lake=args.lake, cluster=args.cluster, cache=cache
+    )
     if args.json:
         print(result.model_dump_json(indent=2))
     else:

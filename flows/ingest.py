@@ -5,25 +5,48 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, unmapped
 
 from tasks.artifacts import publish_ingest_summary
+from tasks.caching import CacheOptions, find_cached_task, lake_cached
 from tasks.cluster import stage_task_runner
 from tasks.errors import SourceError
-from tasks.ingest import build_version_task, discover_sources_task, ingest_file_task
-from tasks.models import IngestResult
+from tasks.ingest import INGEST_CACHE, build_version_task, ingest_file_task, list_landing_task
+from tasks.models import IngestOutcome, IngestResult
 from tasks.spec import load_spec_task
 
 
 @flow(name="ingest", task_runner=stage_task_runner("ingest"))
-def ingest_flow(spec: str, source: str, lake: str, cluster: str = "local") -> IngestResult:
+def ingest_flow(
+    spec: str,
+    source: str,
+    lake: str,
+    cluster: str = "local",
+    cache: CacheOptions = CacheOptions(),  # noqa: B008 - immutable in use; Prefect's form default
+) -> IngestResult:
     """Ingest every landing file under ``source`` into ``lake`` and write a dataset version.
 
     ``cluster`` (read by the stage's task runner) is ``local``, ``kubernetes``, a scheduler
-    address (``tcp://host:port``) or the name of a saved MLOps Dask Cluster block.
+    address (``tcp://host:port``) or the name of a saved MLOps Dask Cluster block. ``cache``
+    says whether to reuse the results of files ingested before (see ``tasks/caching.py``).
     """
     dataset = load_spec_task(spec)
-    files = discover_sources_task(source)
-    outcomes = ingest_file_task.map(
-        source_uri=files, spec=unmapped(dataset), lake=unmapped(lake)
-    ).result()
+    files = list_landing_task(source)
+    ingest = lake_cached(ingest_file_task, INGEST_CACHE, lake=lake, options=cache)
+    calls = [{"source": f, "spec": dataset, "lake": lake, "rewrite": cache.refresh} for f in files]
+    cached = find_cached_task(ingest, lake=lake, options=cache, calls=calls)
+    # Only files not ingested before reach the cluster.
+    todo = [f for f, hit in zip(files, cached, strict=True) if hit is None]
+    fresh = iter(
+        ingest.map(
+            source=todo,
+            spec=unmapped(dataset),
+            lake=unmapped(lake),
+            rewrite=unmapped(cache.refresh),
+        ).result()
+        if todo
+        else []
+    )
+    outcomes: list[IngestOutcome] = [
+        next(fresh) if hit is None else hit.model_copy(update={"reused": True}) for hit in cached
+    ]
     if not any(o.partition for o in outcomes):
         reasons = "\n  ".join(o.quarantined.reason for o in outcomes if o.quarantined)
         raise SourceError(
@@ -34,13 +57,16 @@ def ingest_flow(spec: str, source: str, lake: str, cluster: str = "local") -> In
     for record in result.version.quarantined:
         logger.warning("Quarantined %s", record.reason)
     logger.info(
-        "Dataset %s version %s: %d partitions (%d new, %d unchanged), %d file(s) quarantined",
+        "Dataset %s version %s: %d partitions (%d new, %d unchanged), %d file(s) quarantined; "
+        "%d file(s) ingested now, %d reused from the cache",
         dataset.name,
         result.version.version,
         len(result.version.partitions),
         len(result.new_partitions),
         len(result.reused_partitions),
         len(result.version.quarantined),
+        len(todo),
+        len(files) - len(todo),
     )
     publish_ingest_summary(result)
     return result

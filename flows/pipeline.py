@@ -8,6 +8,7 @@ from flows.ingest import ingest_flow
 from flows.promote import promote_flow
 from flows.train import train_flow
 from flows.validate import validate_flow
+from tasks.caching import CacheOptions
 from tasks.cluster import resolve_cluster_task, stage_task_runner
 from tasks.ingest import discover_landing_task
 from tasks.models import PipelineResult
@@ -17,13 +18,20 @@ from tasks.validate import check_expectations_task
 
 
 @flow(name="ml-pipeline")
-def ml_pipeline(spec: str, source: str, lake: str, cluster: str = "local") -> PipelineResult:
+def ml_pipeline(
+    spec: str,
+    source: str,
+    lake: str,
+    cluster: str = "local",
+    cache: CacheOptions = CacheOptions(),  # noqa: B008 - immutable in use; Prefect's form default
+) -> PipelineResult:
     """Take the landing files under ``source`` to a (possibly new) champion model in ``lake``.
 
     ``spec`` is the dataset spec (a YAML path or URI); ``source`` and ``lake`` are local
     paths or ``s3://`` URIs. ``cluster`` is ``local``, ``kubernetes``, a scheduler address
     (``tcp://host:port``) or the name of a saved MLOps Dask Cluster block; each stage gets
-    its own cluster there, sized for the partitions it processes.
+    its own cluster there, sized for the partitions it processes. ``cache`` controls the
+    reuse of ingest and validation results kept in the lake (``refresh``, ``expiration_days``).
     """
     # A bad spec, expectation or cluster config fails here, before any data is touched.
     check_expectations_task(load_spec_task(spec))
@@ -34,7 +42,7 @@ def ml_pipeline(spec: str, source: str, lake: str, cluster: str = "local") -> Pi
         task_runner=stage_task_runner(
             "ingest", cluster=config, partitions=len(landing), total_bytes=sum(landing.values())
         )
-    )(spec=spec, source=source, lake=lake, cluster=cluster)
+    )(spec=spec, source=source, lake=lake, cluster=cluster, cache=cache)
     version = ingested.version
     report = validate_flow.with_options(
         task_runner=stage_task_runner(
@@ -43,7 +51,7 @@ def ml_pipeline(spec: str, source: str, lake: str, cluster: str = "local") -> Pi
             partitions=len(version.partitions),
             total_bytes=version.bytes,
         )
-    )(spec=spec, lake=lake, dataset_version=version.version, cluster=cluster)
+    )(spec=spec, lake=lake, dataset_version=version.version, cluster=cluster, cache=cache)
     # Training and promotion both work on the accepted partitions only.
     accepted = {
         "partitions": len(report.accepted),

@@ -5,41 +5,49 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, unmapped
 
 from tasks.artifacts import publish_validation_report
+from tasks.caching import CacheOptions, find_cached_task, lake_cached
 from tasks.cluster import stage_task_runner
 from tasks.errors import ValidationFailed
 from tasks.ingest import load_version_task
 from tasks.models import ValidationReport
 from tasks.spec import load_spec_task
 from tasks.validate import (
+    VALIDATE_CACHE,
     build_report_task,
     check_expectations_task,
     failure_message,
     failure_reason,
-    known_results_task,
     validate_partition_task,
 )
 
 
 @flow(name="validate", task_runner=stage_task_runner("validate"))
 def validate_flow(
-    spec: str, lake: str, dataset_version: str | None = None, cluster: str = "local"
+    spec: str,
+    lake: str,
+    dataset_version: str | None = None,
+    cluster: str = "local",
+    cache: CacheOptions = CacheOptions(),  # noqa: B008 - immutable in use; Prefect's form default
 ) -> ValidationReport:
     """Validate a dataset version (default: the latest); fail below the spec's threshold.
 
-    ``cluster`` is where partitions are validated (see ``ingest_flow``).
+    ``cluster`` is where partitions are validated and ``cache`` whether results for the same
+    partition content and suite are reused (see ``ingest_flow``).
     """
     dataset = load_spec_task(spec)
     check_expectations_task(dataset)
     version = load_version_task(lake=lake, spec=dataset, version=dataset_version)
-    done, pending = known_results_task(lake=lake, spec=dataset, partitions=version.partitions)
-    # Only partitions this suite has not seen yet reach the cluster.
-    fresh = (
-        validate_partition_task.map(
-            partition=pending, spec=unmapped(dataset), lake=unmapped(lake)
-        ).result()
-        if pending
-        else []
+    validate = lake_cached(validate_partition_task, VALIDATE_CACHE, lake=lake, options=cache)
+    cached = find_cached_task(
+        validate,
+        lake=lake,
+        options=cache,
+        calls=[{"partition": p, "spec": dataset} for p in version.partitions],
     )
+    done = [hit for hit in cached if hit is not None]
+    pending = [p for p, hit in zip(version.partitions, cached, strict=True) if hit is None]
+    # Only partitions this suite has not seen yet reach the cluster.
+    fresh = validate.map(partition=pending, spec=unmapped(dataset)).result() if pending else []
     report = build_report_task(spec=dataset, lake=lake, version=version, results=[*done, *fresh])
     publish_validation_report(report)
     logger = get_run_logger()
@@ -47,7 +55,8 @@ def validate_flow(
         if not result.success:
             logger.warning("Quarantined %s", failure_reason(result))
     logger.info(
-        "Dataset %s version %s: %d/%d landing files accepted (%d validated now, %d known)",
+        "Dataset %s version %s: %d/%d landing files accepted "
+        "(%d validated now, %d reused from the cache)",
         dataset.name,
         version.version,
         len(report.accepted),

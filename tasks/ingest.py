@@ -13,7 +13,8 @@ import hashlib
 import io
 import json
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -22,12 +23,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from prefect import task
 
+from tasks.caching import ContentKey
 from tasks.errors import LakeError, PartitionError, SourceError
 from tasks.lake import Lake
 from tasks.models import (
     DatasetVersion,
     IngestOutcome,
     IngestResult,
+    LandingFile,
     PartitionRef,
     QuarantineRecord,
 )
@@ -59,11 +62,16 @@ def source_format(uri: str) -> str | None:
 
 def discover_sources(source: str) -> list[str]:
     """Every landing file under ``source`` (a folder, a single file, local or ``s3://``)."""
-    return sorted(discover_landing(source))
+    return [f.uri for f in list_landing(source)]
 
 
 def discover_landing(source: str) -> dict[str, int]:
     """Every landing file under ``source`` with its size in bytes (one listing call)."""
+    return {f.uri: f.bytes for f in list_landing(source)}
+
+
+def list_landing(source: str) -> list[LandingFile]:
+    """Every landing file under ``source``, sorted, with its size and content tag."""
     fs, root = url_to_fs(source)
     try:
         if not fs.exists(root):
@@ -74,17 +82,35 @@ def discover_landing(source: str) -> dict[str, int]:
     # Hidden and underscore names (files or folders, e.g. Spark's _temporary/) are the
     # conventions for in-flight uploads and markers.
     base = root.rstrip("/")
-    files = {
-        fs.unstrip_protocol(path): int(info.get("size") or 0)
+    files = [
+        LandingFile(
+            uri=fs.unstrip_protocol(path),
+            bytes=int(info.get("size") or 0),
+            tag=content_tag(info),
+        )
         for path, info in sorted(found.items())
         if source_format(path) and not _hidden(path.removeprefix(base).strip("/"))
-    }
+    ]
     if not files:
         raise SourceError(
             f"{source}: no landing files found (looked for {', '.join(SUFFIXES)}; "
             "hidden and _-prefixed files are ignored)"
         )
     return files
+
+
+def content_tag(info: Mapping[str, Any]) -> str:
+    """The store's identity of a file's bytes, from its listing entry (nothing is read).
+
+    Object stores give a content hash (S3's ETag, GCS's md5Hash/crc32c); a disk gives size,
+    modification time and inode, which change whenever the file is rewritten or replaced.
+    """
+    size = info.get("size")
+    for field in ("ETag", "etag", "md5Hash", "crc32c"):
+        if info.get(field):
+            return f"{field}={str(info[field]).strip(chr(34))};size={size}"
+    stamps = ("mtime", "LastModified", "last_modified", "ino")
+    return ";".join([f"size={size}", *(f"{k}={info[k]}" for k in stamps if info.get(k))])
 
 
 def _hidden(relative: str) -> bool:
@@ -234,20 +260,26 @@ def read_partition_ref(lake: Lake, path: str) -> PartitionRef:
     return PartitionRef(**fields, uri=lake.fs.unstrip_protocol(path), bytes=lake.fs.size(path))
 
 
-def ingest_file(*, source_uri: str, spec: DatasetSpec, lake: Lake) -> IngestOutcome:
-    """Turn one landing file into a partition (or reuse it), or quarantine it with the reason."""
+def ingest_file(
+    *, source_uri: str, spec: DatasetSpec, lake: Lake, rewrite: bool = False
+) -> IngestOutcome:
+    """Turn one landing file into a partition (or reuse it), or quarantine it with the reason.
+
+    ``rewrite`` (a refresh run) processes the file again even when a partition or a
+    quarantine record for the same bytes exists, and replaces it.
+    """
     fmt = source_format(source_uri)
     fs, path = url_to_fs(source_uri)
     data = bytes(fs.cat_file(path))
     source_hash = hashlib.sha256(data).hexdigest()
     pid = partition_id(source_hash, spec.schema_hash())
     target = lake.partition(spec.name, pid)
-    if lake.exists(target):
+    if not rewrite and lake.exists(target):
         # Same bytes as an earlier file: reuse its partition, under the name it has now.
         ref = read_partition_ref(lake, target).model_copy(update={"source_uri": source_uri})
         return IngestOutcome(partition=ref, reused=True)
     known = lake.quarantine(spec.name, pid)
-    if lake.exists(known):
+    if not rewrite and lake.exists(known):
         # Same bytes, same schema: it would fail the same way again.
         record = QuarantineRecord.model_validate(lake.read_json(known))
         if record.stage == "ingest":
@@ -366,9 +398,9 @@ def load_version(
 
 # Tasks -----------------------------------------------------------------------------------------
 @task(name="discover-landing-files", **IO_RETRIES)
-def discover_sources_task(source: str) -> list[str]:
+def list_landing_task(source: str) -> list[LandingFile]:
     """List the landing files to ingest."""
-    return discover_sources(source)
+    return list_landing(source)
 
 
 @task(name="measure-landing-files", **IO_RETRIES)
@@ -377,10 +409,28 @@ def discover_landing_task(source: str) -> dict[str, int]:
     return discover_landing(source)
 
 
+def ingest_identity(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """What an ``ingest-file`` result depends on (its cache key, see ``tasks/caching.py``)."""
+    source: LandingFile = inputs["source"]
+    spec: DatasetSpec = inputs["spec"]
+    # The URI is part of it: the outcome names the file it came from.
+    return {
+        "source": source.uri,
+        "content": source.tag,
+        "schema": spec.schema_hash(),
+        "lake": inputs["lake"],
+    }
+
+
+INGEST_CACHE = ContentKey(identity=ingest_identity)
+
+
 @task(name="ingest-file", **IO_RETRIES)
-def ingest_file_task(*, source_uri: str, spec: DatasetSpec, lake: str) -> IngestOutcome:
+def ingest_file_task(
+    *, source: LandingFile, spec: DatasetSpec, lake: str, rewrite: bool = False
+) -> IngestOutcome:
     """Ingest one landing file on a Dask worker."""
-    return ingest_file(source_uri=source_uri, spec=spec, lake=Lake(lake))
+    return ingest_file(source_uri=source.uri, spec=spec, lake=Lake(lake), rewrite=rewrite)
 
 
 @task(name="load-dataset-version", **IO_RETRIES)

@@ -83,6 +83,10 @@ class Lake:
     def model(self, name: str, *parts: str) -> str:
         return self.path("models", name, *parts)
 
+    def results(self, *parts: str) -> str:
+        """Persisted Prefect task results (the stages' cache), see ``tasks/caching.py``."""
+        return self.path("runs", "results", *parts)
+
     # I/O -----------------------------------------------------------------------------
     def exists(self, path: str) -> bool:
         return bool(self._fs.exists(path))

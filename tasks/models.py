@@ -63,6 +63,16 @@ class QuarantineRecord(BaseModel):
     report: PartitionValidation | None = None
 
 
+class LandingFile(BaseModel):
+    """One landing file as the listing saw it."""
+
+    uri: str
+    bytes: int
+    # What the store says identifies the file's bytes (S3 ETag; size, mtime and inode on a
+    # disk): a changed file gets a new tag without being read. Keys the ingest cache.
+    tag: str
+
+
 class IngestOutcome(BaseModel):
     """The result of ingesting one landing file: a partition or a quarantine record."""
 

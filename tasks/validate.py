@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow.parquet as pq
 from prefect import task
 
+from tasks.caching import ContentKey
 from tasks.errors import SpecError
 from tasks.lake import Lake
 from tasks.models import (
@@ -160,44 +162,15 @@ def report_path(lake: Lake, spec: DatasetSpec, version: str) -> str:
     return lake.validation(spec.name, f"{version}-{spec.report_hash()}")
 
 
-def result_path(lake: Lake, spec: DatasetSpec, partition_id: str) -> str:
-    """Where one partition's result under the current expectations is kept."""
-    return lake.dataset(
-        spec.name, "validations", "partitions", f"{partition_id}-{spec.expectations_hash()}.json"
-    )
-
-
-def known_results(
-    *, lake: Lake, spec: DatasetSpec, partitions: list[PartitionRef]
-) -> tuple[list[PartitionValidation], list[PartitionRef]]:
-    """Results already in the lake for these partitions and expectations, and those still to do.
-
-    A partition's content and the suite both being content-addressed, a stored result is
-    exactly what validating again would produce.
-    """
-    done, pending = [], []
-    for partition in partitions:
-        path = result_path(lake, spec, partition.partition_id)
-        if lake.exists(path):
-            done.append(PartitionValidation.model_validate(lake.read_json(path)))
-        else:
-            pending.append(partition)
-    return done, pending
-
-
-def validate_partition(
-    *, partition: PartitionRef, spec: DatasetSpec, lake: Lake
-) -> PartitionValidation:
-    """Validate one partition and keep the result in the lake."""
-    result = validate_frame(
+def validate_partition(*, partition: PartitionRef, spec: DatasetSpec) -> PartitionValidation:
+    """Validate one partition (where it is processed: on a Dask worker)."""
+    return validate_frame(
         read_partition_frame(partition.uri),
         spec.all_expectations(),
         suite_key=spec.expectations_hash(),
         partition_id=partition.partition_id,
         source_uri=partition.source_uri,
     )
-    lake.write_json(result_path(lake, spec, partition.partition_id), result)
-    return result
 
 
 def failure_reason(result: PartitionValidation) -> str:
@@ -309,20 +282,24 @@ def check_expectations_task(spec: DatasetSpec) -> None:
     check_expectations(spec, source=f"dataset spec '{spec.name}'")
 
 
-@task(name="find-validated-partitions", **IO_RETRIES)
-def known_results_task(
-    *, lake: str, spec: DatasetSpec, partitions: list[PartitionRef]
-) -> tuple[list[PartitionValidation], list[PartitionRef]]:
-    """Split partitions into already validated (same content, same suite) and still to do."""
-    return known_results(lake=Lake(lake), spec=spec, partitions=partitions)
+def validation_identity(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """What a ``validate-partition`` result depends on (its cache key, ``tasks/caching.py``).
+
+    The partition id hashes the partition's content; the suite hash covers every
+    expectation. The landing file's name is left out: ``build_report`` reports today's.
+    """
+    partition: PartitionRef = inputs["partition"]
+    spec: DatasetSpec = inputs["spec"]
+    return {"partition": partition.partition_id, "suite": spec.expectations_hash()}
+
+
+VALIDATE_CACHE = ContentKey(identity=validation_identity)
 
 
 @task(name="validate-partition", **IO_RETRIES)
-def validate_partition_task(
-    *, partition: PartitionRef, spec: DatasetSpec, lake: str
-) -> PartitionValidation:
+def validate_partition_task(*, partition: PartitionRef, spec: DatasetSpec) -> PartitionValidation:
     """Validate one partition on a Dask worker."""
-    return validate_partition(partition=partition, spec=spec, lake=Lake(lake))
+    return validate_partition(partition=partition, spec=spec)
 
 
 @task(name="write-validation-report")

@@ -94,8 +94,9 @@ def test_validate_survives_a_killed_worker(
 ) -> None:
     lake = shared_lake
     ingest_flow(spec=demo_spec, source=str(many_files), lake=lake)
-    results = "datasets/customers/validations/partitions"
-    with kill_a_worker_when(lambda: bool(lake_files(lake, results, ".json"))) as killed:
+    # A validate-partition result record in the lake: the stage is under way.
+    results = "runs/results/validate-partition"
+    with kill_a_worker_when(lambda: bool(lake_files(lake, results, ""))) as killed:
         report = validate_flow(spec=demo_spec, lake=lake)
     assert killed, "the stage ended before a worker could be killed"
     assert report.passed and len(report.accepted) == 12 and report.rejected == []

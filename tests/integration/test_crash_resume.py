@@ -64,6 +64,9 @@ def test_a_killed_run_resumes_where_it_stopped(
     # and the killed run registered no model and moved no alias.
     for path in lake.rglob("*.json"):
         json.loads(path.read_text())
+    for path in (lake / "runs" / "results").rglob("*"):  # cached task results
+        if path.is_file():
+            assert json.loads(path.read_text())["result"], path
     registry = ModelRegistry(lake=str(lake))
     assert registry.versions("customers") == [] and registry.champion("customers") is None
 

@@ -33,7 +33,7 @@ def ingested(demo_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Ing
     version = build_version(
         spec=spec, lake=lake, source=str(demo_source), outcomes=outcomes
     ).version
-    results = [validate_partition(partition=p, spec=spec, lake=lake) for p in version.partitions]
+    results = [validate_partition(partition=p, spec=spec) for p in version.partitions]
     report = build_report(spec=spec, lake=lake, version=version, results=results)
     assert report.passed
     return Ingested(spec=spec, lake=lake, version=version, report=report)

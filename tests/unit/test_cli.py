@@ -28,6 +28,10 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["run", "--spec", "x.yaml"])
     assert exc.value.code == 2
     assert "--source" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--spec", "x", "--source", "y", "--lake", "z", "--cache-expiration-days", "0"])
+    assert exc.value.code == 2
+    assert "--cache-expiration-days: 0: must be more than 0 days" in capsys.readouterr().err
 
 
 def test_bad_demo_arguments_are_a_clean_error(

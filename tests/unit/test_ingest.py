@@ -124,6 +124,20 @@ def test_unchanged_file_is_reused_and_changed_file_is_a_new_partition(
     assert changed.partition.partition_id != first.partition.partition_id
 
 
+def test_rewrite_processes_a_known_file_again_and_replaces_its_partition(
+    spec: DatasetSpec, demo_source: Path, tmp_path: Path
+) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    source = str(demo_source / "customers-0000.csv")
+    first = ingest_file(source_uri=source, spec=spec, lake=lake)
+    assert first.partition is not None
+    target = Path(lake.partition(spec.name, first.partition.partition_id))
+    target.write_bytes(b"damaged")  # what a refresh is for
+    again = ingest_file(source_uri=source, spec=spec, lake=lake, rewrite=True)
+    assert not again.reused and again.partition == first.partition
+    assert read_partition_ref(lake, str(target)) == first.partition
+
+
 def test_version_is_content_addressed(spec: DatasetSpec, demo_source: Path, tmp_path: Path) -> None:
     lake = Lake(str(tmp_path / "lake"))
     files = discover_sources(str(demo_source))

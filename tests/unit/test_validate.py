@@ -11,7 +11,6 @@ from tasks.validate import (
     check_expectations,
     failure_message,
     failure_reason,
-    known_results,
     report_table,
     validate_frame,
 )
@@ -167,12 +166,3 @@ def test_report_threshold(
         message = failure_message(report, version)
         assert f"{passing} of {report.total_files} landing file(s) accepted" in message
         assert all(f"s/{p}.csv" in message for p in pids[passing:])
-
-
-def test_known_results_are_reused_only_for_the_same_suite(ingested) -> None:
-    spec, lake, version = ingested.spec, ingested.lake, ingested.version
-    done, pending = known_results(lake=lake, spec=spec, partitions=version.partitions)
-    assert len(done) == len(version.partitions) and pending == []
-    changed = spec.model_copy(update={"expectations": spec.expectations[:1]})
-    done, pending = known_results(lake=lake, spec=changed, partitions=version.partitions)
-    assert done == [] and len(pending) == len(version.partitions)

@@ -1,0 +1,139 @@
+"""Prefect task caching of the ingest and validate stages, with results kept in the lake."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.settings import PREFECT_HOME
+
+from flows.ingest import ingest_flow
+from flows.validate import validate_flow
+from tasks.caching import CacheOptions, lake_cached
+from tasks.spec import load_spec
+from tasks.validate import VALIDATE_CACHE, validate_partition_task
+
+pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]
+STAGE_TASKS = ("ingest-file", "validate-partition")
+
+
+@pytest.fixture
+def run_stages(dask_client: Any) -> Callable[..., Counter[str]]:
+    """Ingest and validate on the session's cluster (saves starting one per stage)."""
+    address = dask_client.scheduler.address
+
+    def run(spec: str, source: Path, lake: str, cache: CacheOptions) -> Counter[str]:
+        return _run_stages(spec, source, lake, cache, cluster=address)
+
+    return run
+
+
+def _run_stages(
+    spec: str, source: Path, lake: str, cache: CacheOptions, cluster: str
+) -> Counter[str]:
+    """Ingest and validate; how many of each per-partition task actually ran."""
+    runs: Counter[str] = Counter()
+    ingest = ingest_flow(
+        spec=spec, source=str(source), lake=lake, cluster=cluster, cache=cache, return_state=True
+    )
+    validate = validate_flow(spec=spec, lake=lake, cluster=cluster, cache=cache, return_state=True)
+    for state in (ingest, validate):
+        assert state.is_completed(), state.message
+        runs.update(task_runs(state.state_details.flow_run_id))
+    return runs
+
+
+def task_runs(flow_run_id: Any) -> Counter[str]:
+    with get_client(sync_client=True) as client:
+        found = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return Counter(name for r in found if (name := r.name.rsplit("-", 1)[0]) in STAGE_TASKS)
+
+
+def records(lake: str) -> dict[str, float]:
+    folder = Path(lake) / "runs" / "results"
+    return {str(p.relative_to(folder)): p.stat().st_mtime for p in folder.rglob("*") if p.is_file()}
+
+
+def forget_result_storage_block(lake: str) -> None:
+    """What another machine with its own Prefect API sees: the lake, and no saved block."""
+    from tasks.caching import result_storage
+
+    block = result_storage(lake, saved=True)
+    with get_client(sync_client=True) as client:
+        client.delete_block_document(block._block_document_id)
+
+
+def test_reruns_reuse_cached_results_from_the_lake_refresh_and_expiry_recompute(
+    demo_spec: str,
+    demo_source: Path,
+    tmp_path: Path,
+    lake: str,
+    run_stages: Callable[..., Counter[str]],
+) -> None:
+    source = tmp_path / "landing"
+    shutil.copytree(demo_source, source)
+    default_storage = Path(PREFECT_HOME.value()) / "storage"
+    stored_before = set(default_storage.rglob("*")) if default_storage.exists() else set()
+
+    first = run_stages(demo_spec, source, lake, CacheOptions())
+    assert first == {"ingest-file": 4, "validate-partition": 4}
+    written = records(lake)
+    assert Counter(k.split("/")[0] for k in written) == first
+    # Results live in the lake, not in Prefect's local storage.
+    assert (set(default_storage.rglob("*")) if default_storage.exists() else set()) == stored_before
+
+    # Another machine (no saved block on its API) with the same lake: nothing runs again.
+    forget_result_storage_block(lake)
+    assert run_stages(demo_spec, source, lake, CacheOptions()) == {}
+    assert records(lake) == written
+
+    # Prefect itself hits the cache when the task runs: the key is the same on the worker.
+    dataset = load_spec(demo_spec)
+    partition = ingest_flow(spec=demo_spec, source=str(source), lake=lake).version.partitions[0]
+
+    @flow
+    def validate_one() -> Any:
+        task = lake_cached(
+            validate_partition_task, VALIDATE_CACHE, lake=lake, options=CacheOptions()
+        )
+        return task(partition=partition, spec=dataset, return_state=True)
+
+    assert validate_one().name == "Cached"
+
+    # One landing file changes: that file and its partition are processed, nothing else.
+    changed = source / "customers-0000.csv"
+    frame = pd.read_csv(changed)
+    frame.loc[0, "age"] = 1 + int(frame.loc[0, "age"])
+    frame.to_csv(changed, index=False)
+    assert run_stages(demo_spec, source, lake, CacheOptions()) == {
+        "ingest-file": 1,
+        "validate-partition": 1,
+    }
+
+    # A refresh recomputes everything and replaces the records, here with a short expiry...
+    before = records(lake)
+    short = CacheOptions(refresh=True, expiration_days=2 / 86_400)
+    assert run_stages(demo_spec, source, lake, short) == {"ingest-file": 4, "validate-partition": 4}
+    after = records(lake)
+    replaced = [k for k in before if k in after and after[k] > before[k]]
+    assert len(replaced) == 8
+    # ...after which the expired results are computed again.
+    time.sleep(max(0.0, 2.5 - (time.time() - max(after.values()))))
+    assert run_stages(demo_spec, source, lake, CacheOptions()) == {
+        "ingest-file": 4,
+        "validate-partition": 4,
+    }
+    assert not [p for p in Path(lake).rglob(".tmp-*")]
+    assert os.listdir(Path(lake) / "runs") == ["results"]
