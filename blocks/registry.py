@@ -94,6 +94,14 @@ class ModelRegistry(Block):
         champion = self.aliases(name).get("champion")
         return str(champion) if champion else None
 
+    def restore_aliases(self, name: str, document: dict[str, Any]) -> None:
+        """Put back ``aliases.json`` as read before a change that is being rolled back."""
+        path = self._path(name, "aliases.json")
+        if document.get("champion") is None and not document.get("history"):
+            self._lake.remove(path)  # there was none
+        else:
+            self._lake.write_json(path, document)
+
     def set_champion(self, name: str, version: str, *, reason: str) -> None:
         """Point the champion alias at ``version`` (one atomic write of ``aliases.json``)."""
         if not self.has_version(name, version):

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
+from prefect.transactions import transaction
 
 from tasks.artifacts import publish_model_card
 from tasks.cluster import stage_scheduler_address, stage_task_runner
 from tasks.models import PromotionDecision
 from tasks.promote import (
-    apply_decision_task,
     make_decision,
     model_card_task,
+    move_alias_task,
     promotion_inputs_task,
     promotion_lock,
+    record_decision_task,
     rescore_champion_task,
 )
 from tasks.spec import load_spec_task
@@ -49,8 +51,10 @@ def promote_flow(
             incompatible=inputs.incompatible,
         )
         card = model_card_task(lake=lake, candidate=candidate, decision=decision)
-        # Moving the alias is the last step that can fail the run.
-        apply_decision_task(lake=lake, decision=decision)
+        # All or nothing: if the decision cannot be recorded, the alias is moved back.
+        with transaction():
+            move_alias_task(lake=lake, decision=decision)
+            record_decision_task(lake=lake, decision=decision)
     get_run_logger().info(
         "Model %s@%s %s: %s (champion now %s)",
         dataset.name,

@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 from prefect import task
+from prefect.transactions import Transaction, get_transaction
 from pydantic import BaseModel
 
 from blocks.registry import ModelRegistry
@@ -154,11 +155,12 @@ def feature_importance(registry: ModelRegistry, metadata: ModelMetadata) -> dict
     return {k: float(v) if isinstance(v, float) else sum(v) / len(v) for k, v in scores.items()}
 
 
-def apply_decision(registry: ModelRegistry, decision: PromotionDecision) -> None:
-    """Move the alias (when promoted), then record the decision."""
+def move_alias(registry: ModelRegistry, decision: PromotionDecision) -> dict[str, Any]:
+    """Move the champion alias when the decision promotes; return the aliases as they were."""
+    before = registry.aliases(decision.model_name)
     if decision.promoted:
         registry.set_champion(decision.model_name, decision.candidate, reason=decision.reason)
-    registry.record_decision(decision)
+    return before
 
 
 def make_decision(
@@ -301,7 +303,28 @@ def rescore_champion_task(
         )
 
 
-@task(name="apply-promotion-decision", **IO_RETRIES)
-def apply_decision_task(*, lake: str, decision: PromotionDecision) -> None:
-    """Move the champion alias when promoted and append the decision to the history."""
-    apply_decision(ModelRegistry(lake=lake), decision)
+# Applying a decision is a Prefect transaction (see promote_flow): the alias moves, then the
+# decision is recorded; if recording fails, the rollback hook puts the alias back, so a run
+# that fails never leaves a changed champion behind.
+@task(name="move-champion-alias", **IO_RETRIES)
+def move_alias_task(*, lake: str, decision: PromotionDecision) -> None:
+    """Move the champion alias when promoted (undone if the transaction rolls back)."""
+    before = move_alias(ModelRegistry(lake=lake), decision)
+    txn = get_transaction()  # this task run's own, a child of the flow's transaction
+    if txn is not None:
+        txn.set("lake", lake)
+        txn.set("model", decision.model_name)
+        txn.set("aliases_before", before)
+
+
+@move_alias_task.on_rollback
+def restore_alias(txn: Transaction) -> None:
+    """Rollback hook of ``move-champion-alias``: write back the aliases it replaced."""
+    registry = ModelRegistry(lake=txn.get("lake"))
+    registry.restore_aliases(txn.get("model"), txn.get("aliases_before"))
+
+
+@task(name="record-promotion-decision", **IO_RETRIES)
+def record_decision_task(*, lake: str, decision: PromotionDecision) -> str:
+    """Append the decision to the model's decision log (one new file, never rewritten)."""
+    return ModelRegistry(lake=lake).record_decision(decision)

@@ -156,3 +156,29 @@ def test_concurrent_promotions_of_one_model_are_serialized(
     margin = load_spec(demo_spec).promotion.min_improvement
     best = dict((v, auc) for auc, v in versions)[champion]
     assert all(auc <= best + margin for auc, _ in versions)
+
+
+def test_a_decision_that_cannot_be_recorded_moves_the_alias_back(
+    demo_spec: str, tmp_path: Path
+) -> None:
+    """The alias move and the decision record are one Prefect transaction."""
+    from ..unit.test_registry import metadata, model_bytes
+
+    lake = str(tmp_path / "lake")
+    registry = ModelRegistry(lake=lake)
+    registry.register(metadata("v1").model_copy(update={"model_name": "customers"}), model_bytes())
+    # The decision log cannot be written: a file stands where its folder belongs.
+    decisions = tmp_path / "lake" / "models" / "customers" / "decisions"
+    decisions.write_text("in the way")
+    with pytest.raises(FileExistsError):
+        promote_flow(spec=demo_spec, lake=lake, model_version="v1")
+    # The alias had moved to v1 (no champion before); the rollback removed it again.
+    assert registry.champion("customers") is None
+    assert not (tmp_path / "lake" / "models" / "customers" / "aliases.json").exists()
+    assert decisions.read_text() == "in the way"
+
+    decisions.unlink()
+    decision = promote_flow(spec=demo_spec, lake=lake, model_version="v1")
+    assert decision.promoted and registry.champion("customers") == "v1"
+    assert [d.candidate for d in registry.decisions("customers")] == ["v1"]
+    assert [h["champion"] for h in registry.aliases("customers")["history"]] == ["v1"]

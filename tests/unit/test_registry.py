@@ -117,3 +117,14 @@ def test_repeating_the_champion_is_no_transition_and_rollback_skips_it(tmp_path:
     registry.set_champion("m", "v2", reason="retried write")
     assert len(registry.aliases("m")["history"]) == 2
     assert registry.rollback("m").champion_after == "v1"
+
+
+def test_restore_aliases_puts_back_what_a_rolled_back_promotion_replaced(tmp_path: Path) -> None:
+    registry = ModelRegistry(lake=str(tmp_path))
+    for version in ("v1", "v2"):
+        registry.register(metadata(version), model_bytes())
+    registry.set_champion("m", "v1", reason="first")
+    before = registry.aliases("m")
+    registry.set_champion("m", "v2", reason="second")
+    registry.restore_aliases("m", before)
+    assert registry.aliases("m") == before and registry.champion("m") == "v1"
