@@ -76,6 +76,29 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("model")
     promote.add_argument("version")
     promote.add_argument("--reason", default="")
+
+    sub.add_parser(
+        "setup",
+        help="register block types, create default blocks and the work pools on the Prefect "
+        "server in PREFECT_API_URL (idempotent)",
+    )
+
+    webhook = sub.add_parser("webhook", help="the webhook gateway (signed HTTP -> Prefect events)")
+    wsub = webhook.add_subparsers(dest="action", required=True)
+    serve = wsub.add_parser("serve", help="serve POST /hooks/s3, /hooks/generic and /healthz")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8787)
+    serve.add_argument(
+        "--secret-block",
+        help="Prefect Secret block holding the shared secret (default: $MLOPS_WEBHOOK_SECRET)",
+    )
+    serve.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="S3_PREFIX=NAME",
+        help="map an S3 landing prefix to a dataset (repeatable; default: the folder's name)",
+    )
     return parser
 
 
@@ -162,13 +185,45 @@ def _registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup(args: argparse.Namespace) -> int:
+    from prefect.settings import PREFECT_API_URL
+
+    from deployments.setup import setup
+
+    if not PREFECT_API_URL.value():
+        raise ValueError("set PREFECT_API_URL to the Prefect server to set up")
+    for step in setup():
+        print(step)
+    return 0
+
+
+def _webhook(args: argparse.Namespace) -> int:
+    from deployments.setup import WEBHOOK_SECRET_ENV
+    from deployments.webhook import serve
+
+    serve(
+        host=args.host,
+        port=args.port,
+        secret_block=args.secret_block,
+        secret_env=WEBHOOK_SECRET_ENV,
+        datasets=args.dataset,
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     for name, value in _ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
     from tasks.errors import MlopsError
 
-    handlers = {"run": _run, "demo-data": _demo_data, "registry": _registry}
+    handlers = {
+        "run": _run,
+        "demo-data": _demo_data,
+        "registry": _registry,
+        "setup": _setup,
+        "webhook": _webhook,
+    }
     try:
         return handlers[args.command](args)
     except (MlopsError, ValueError) as err:

@@ -1,0 +1,354 @@
+"""The webhook gateway: signed HTTP notifications in, Prefect events out.
+
+Prefect's open-source server has events and deployment triggers but no webhook endpoint, so
+upstream systems post here (``mlops webhook serve``) and the ``nightly`` deployment's trigger
+in ``prefect.yaml`` starts ``ml_pipeline`` from the event.
+
+Endpoints::
+
+    GET  /healthz           liveness, no authentication
+    POST /hooks/s3          an S3 event notification (ObjectCreated:* records)
+    POST /hooks/generic     {"dataset": "customers", "source_uri": "s3://bucket/landing/customers/"}
+
+Every POST carries two headers::
+
+    X-Mlops-Timestamp: <unix seconds>
+    X-Mlops-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>." + raw body)>
+
+Checked in this order, and nothing is emitted unless all pass: body size (413), signature
+headers, timestamp within five minutes and not seen before, signature (401), JSON and payload
+shape (400). Each landing folder that received files becomes one event
+``mlops.landing.files-arrived`` on resource ``mlops.dataset.<dataset>`` with payload
+``{"dataset", "source", "objects"}``. The secret comes from a Prefect Secret block or the
+environment and is never logged or returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import posixpath
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import unquote_plus
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+logger = logging.getLogger("mlops.webhook")
+
+EVENT = "mlops.landing.files-arrived"
+RESOURCE_PREFIX = "mlops.dataset."
+TIMESTAMP_HEADER = "x-mlops-timestamp"
+SIGNATURE_HEADER = "x-mlops-signature"
+REPLAY_WINDOW_SECONDS = 300
+MAX_BODY_BYTES = 256 * 1024
+DATASET_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # the spec's rule for dataset names
+
+
+# Payloads -------------------------------------------------------------------------------------
+class GenericNotification(BaseModel):
+    """``{dataset, source_uri}``: new files for a dataset under a folder (or one file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(pattern=DATASET_NAME)
+    source_uri: str = Field(min_length=1, max_length=2048)
+
+    @field_validator("source_uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        if "://" in value and not value.startswith(("s3://", "s3a://", "file://")):
+            raise ValueError("must be a path, an s3:// or a file:// URI")
+        if any(ord(c) < 32 for c in value):
+            raise ValueError("must not contain control characters")
+        return value
+
+
+class S3Object(BaseModel):
+    key: str = Field(min_length=1)
+    size: int | None = None
+    eTag: str | None = None
+
+
+class S3Bucket(BaseModel):
+    name: str = Field(min_length=3, max_length=63)
+
+
+class S3Entity(BaseModel):
+    bucket: S3Bucket
+    object: S3Object
+
+
+class S3Record(BaseModel):
+    eventSource: Literal["aws:s3"]
+    eventName: str
+    s3: S3Entity
+
+
+class S3Notification(BaseModel):
+    """An S3 event notification (the JSON S3 posts to SNS/SQS/EventBridge targets)."""
+
+    Records: list[S3Record] = Field(min_length=1, max_length=1000)
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """New files for one dataset in one landing folder: one event."""
+
+    dataset: str
+    source: str
+    objects: tuple[str, ...]
+
+    def payload(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "source": self.source, "objects": list(self.objects)}
+
+
+def arrivals_from_generic(body: Any) -> list[Arrival]:
+    note = GenericNotification.model_validate(body)
+    return [Arrival(note.dataset, note.source_uri, (note.source_uri,))]
+
+
+def arrivals_from_s3(body: Any, datasets: dict[str, str]) -> list[Arrival]:
+    """One arrival per landing folder; the dataset from ``datasets`` or the folder's name.
+
+    ``datasets`` maps ``s3://bucket/prefix/`` to a dataset name; the longest matching prefix
+    wins. Without a match, the convention ``.../<dataset>/<file>`` applies. Records other
+    than ObjectCreated (deletes, the test event S3 sends on setup) are ignored.
+    """
+    note = S3Notification.model_validate(body)
+    folders: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
+    for record in note.Records:
+        if not record.eventName.startswith("ObjectCreated:"):
+            continue
+        key = unquote_plus(record.s3.object.key)  # S3 URL-encodes keys in notifications
+        uri = f"s3://{record.s3.bucket.name}/{key}"
+        folder = posixpath.dirname(uri) + "/"
+        dataset = _dataset_for(uri, datasets)
+        folders.setdefault((dataset, folder), []).append(uri)
+    return [Arrival(d, f, tuple(objects)) for (d, f), objects in folders.items()]
+
+
+def _dataset_for(uri: str, datasets: dict[str, str]) -> str:
+    matches = [prefix for prefix in datasets if uri.startswith(prefix)]
+    if matches:
+        return datasets[max(matches, key=len)]
+    name = posixpath.basename(posixpath.dirname(uri))
+    if not re.match(DATASET_NAME, name):
+        raise ValueError(
+            f"{uri}: cannot tell the dataset (folder name '{name}' is not a dataset name); "
+            "map the prefix with --dataset s3://bucket/prefix/=NAME"
+        )
+    return name
+
+
+# Signatures -----------------------------------------------------------------------------------
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The ``X-Mlops-Signature`` value for a request (what senders compute)."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return f"sha256={digest.hexdigest()}"
+
+
+class ReplayGuard:
+    """Signatures accepted within the replay window: the same request is accepted once."""
+
+    def __init__(self, window: float) -> None:
+        self._window = window
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def first_time(self, signature: str, now: float) -> bool:
+        with self._lock:
+            while self._seen and next(iter(self._seen.values())) < now - self._window:
+                self._seen.popitem(last=False)
+            if signature in self._seen:
+                return False
+            self._seen[signature] = now
+            return True
+
+
+class Rejected(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class Gateway:
+    """Verifies and maps requests; ``emit`` sends one event per arrival."""
+
+    secret: str = field(repr=False)
+    emit: Callable[[Arrival], str]
+    datasets: dict[str, str] = field(default_factory=dict)
+    max_body: int = MAX_BODY_BYTES
+    window: float = REPLAY_WINDOW_SECONDS
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        if len(self.secret) < 16:
+            raise ValueError("the webhook secret must be at least 16 characters")
+        self._replays = ReplayGuard(self.window)
+
+    def verify(self, headers: dict[str, str], body: bytes) -> None:
+        timestamp = headers.get(TIMESTAMP_HEADER, "")
+        signature = headers.get(SIGNATURE_HEADER, "")
+        if not timestamp or not signature:
+            raise Rejected(401, f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
+        if not timestamp.isdigit():
+            raise Rejected(401, f"{TIMESTAMP_HEADER} must be unix seconds")
+        now = self.clock()
+        if abs(now - int(timestamp)) > self.window:
+            raise Rejected(401, "timestamp outside the 5-minute replay window")
+        if not hmac.compare_digest(sign(self.secret, timestamp, body), signature):
+            raise Rejected(401, "signature does not match")
+        if not self._replays.first_time(signature, now):
+            raise Rejected(401, "request already received (replay)")
+
+    def arrivals(self, source: str, body: bytes) -> list[Arrival]:
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise Rejected(400, f"body is not JSON: {err}") from None
+        try:
+            if source == "s3":
+                return arrivals_from_s3(data, self.datasets)
+            return arrivals_from_generic(data)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()
+            )
+            raise Rejected(400, f"invalid {source} payload: {problems}") from None
+        except ValueError as err:
+            raise Rejected(400, str(err)) from None
+
+    def handle(self, source: str, headers: dict[str, str], body: bytes) -> list[str]:
+        """Verify, map and emit; the ids of the events emitted (none when rejected)."""
+        self.verify(headers, body)
+        arrivals = self.arrivals(source, body)
+        return [self.emit(arrival) for arrival in arrivals]
+
+
+# Prefect events -------------------------------------------------------------------------------
+def emit_arrival(arrival: Arrival) -> str:
+    """Emit the Prefect event a deployment trigger matches (``prefect.yaml``)."""
+    from prefect.events import emit_event
+
+    event = emit_event(
+        event=EVENT,
+        resource={
+            "prefect.resource.id": f"{RESOURCE_PREFIX}{arrival.dataset}",
+            "prefect.resource.name": arrival.dataset,
+        },
+        payload=arrival.payload(),
+    )
+    if event is None:
+        raise RuntimeError("Prefect did not accept the event (is PREFECT_API_URL set?)")
+    return str(event.id)
+
+
+# HTTP -----------------------------------------------------------------------------------------
+SOURCES = ("s3", "generic")
+
+
+def create_app(gateway: Gateway) -> Any:
+    """The Starlette application serving ``gateway``."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def hook(request: Request) -> JSONResponse:
+        source = request.path_params["source"]
+        if source not in SOURCES:
+            return JSONResponse({"error": f"unknown source; use one of {SOURCES}"}, 404)
+        try:
+            body = await _read_limited(request, gateway.max_body)
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            # Emitting talks to the Prefect API: off the event loop.
+            from starlette.concurrency import run_in_threadpool
+
+            ids = await run_in_threadpool(gateway.handle, source, headers, body)
+        except Rejected as err:
+            logger.warning("Rejected %s webhook: %s %s", source, err.status, err.reason)
+            return JSONResponse({"error": err.reason}, err.status)
+        logger.info("Accepted %s webhook: %d event(s) %s", source, len(ids), ", ".join(ids))
+        return JSONResponse({"events": ids}, 202)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", health, methods=["GET"]),
+            Route("/hooks/{source}", hook, methods=["POST"]),
+        ]
+    )
+
+
+async def _read_limited(request: Any, limit: int) -> bytes:
+    """The body, refusing more than ``limit`` bytes without reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise Rejected(413, f"body larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Rejected(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def load_secret(block: str | None, env: str) -> str:
+    """The shared secret from a Prefect Secret block, else from the environment."""
+    import os
+
+    if block:
+        from prefect.blocks.system import Secret
+
+        # Called from sync code: Prefect's dispatch returns the block, not a coroutine.
+        secret: Any = Secret.load(block)
+        return str(secret.get())
+    value = os.environ.get(env)
+    if not value:
+        raise ValueError(f"no webhook secret: set {env} or pass --secret-block NAME")
+    return value
+
+
+def parse_datasets(pairs: Sequence[str]) -> dict[str, str]:
+    """``s3://bucket/prefix/=name`` options into a prefix → dataset map."""
+    out = {}
+    for pair in pairs:
+        prefix, sep, name = pair.rpartition("=")
+        if not sep or not prefix.startswith("s3://") or not re.match(DATASET_NAME, name):
+            raise ValueError(f"--dataset {pair!r}: expected s3://bucket/prefix/=dataset-name")
+        out[prefix] = name
+    return out
+
+
+def serve(
+    *,
+    host: str,
+    port: int,
+    secret_block: str | None,
+    secret_env: str,
+    datasets: Sequence[str],
+) -> None:
+    """Run the gateway until interrupted."""
+    import uvicorn
+
+    gateway = Gateway(
+        secret=load_secret(secret_block, secret_env),
+        emit=emit_arrival,
+        datasets=parse_datasets(datasets),
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logger.info("Webhook gateway on http://%s:%d (POST /hooks/s3, /hooks/generic)", host, port)
+    uvicorn.run(create_app(gateway), host=host, port=port, log_level="warning")
