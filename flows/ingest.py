@@ -23,9 +23,17 @@ def ingest_flow(
 ) -> IngestResult:
     """Ingest every landing file under ``source`` into ``lake`` and write a dataset version.
 
-    ``cluster`` (read by the stage's task runner) is ``local``, ``kubernetes``, a scheduler
-    address (``tcp://host:port``) or the name of a saved MLOps Dask Cluster block. ``cache``
-    says whether to reuse the results of files ingested before (see ``tasks/caching.py``).
+    Args:
+        spec: Dataset spec, a YAML path (relative to the working directory) or URI,
+            e.g. datasets/demo.yaml.
+        source: Landing folder or file with the .csv, .csv.gz or .parquet files: a path
+            or s3:// URI.
+        lake: Lake root where partitions, reports and models live: a local path or
+            s3://bucket/prefix.
+        cluster: Where the stage's Dask cluster runs: local, kubernetes, a scheduler address
+            (tcp://host:8786) or the name of a saved MLOps Dask Cluster block.
+        cache: Reuse of cached ingest and validation results: refresh to recompute,
+            expiry in days.
     """
     dataset = load_spec_task(spec)
     files = list_landing_task(source)

@@ -27,11 +27,19 @@ def ml_pipeline(
 ) -> PipelineResult:
     """Take the landing files under ``source`` to a (possibly new) champion model in ``lake``.
 
-    ``spec`` is the dataset spec (a YAML path or URI); ``source`` and ``lake`` are local
-    paths or ``s3://`` URIs. ``cluster`` is ``local``, ``kubernetes``, a scheduler address
-    (``tcp://host:port``) or the name of a saved MLOps Dask Cluster block; each stage gets
-    its own cluster there, sized for the partitions it processes. ``cache`` controls the
-    reuse of ingest and validation results kept in the lake (``refresh``, ``expiration_days``).
+    Each stage gets its own Dask cluster, sized for the partitions it processes.
+
+    Args:
+        spec: Dataset spec, a YAML path (relative to the working directory) or URI,
+            e.g. datasets/demo.yaml.
+        source: Landing folder or file with the .csv, .csv.gz or .parquet files: a path
+            or s3:// URI.
+        lake: Lake root where partitions, reports and models live: a local path or
+            s3://bucket/prefix.
+        cluster: Where the stage's Dask cluster runs: local, kubernetes, a scheduler address
+            (tcp://host:8786) or the name of a saved MLOps Dask Cluster block.
+        cache: Reuse of cached ingest and validation results: refresh to recompute,
+            expiry in days.
     """
     # A bad spec, expectation or cluster config fails here, before any data is touched.
     check_expectations_task(load_spec_task(spec))

@@ -26,7 +26,14 @@ def promote_flow(
 ) -> PromotionDecision:
     """Decide on ``model_version`` (default: the newest registered version) by the spec's policy.
 
-    ``cluster`` is where the champion is re-scored (see ``ingest_flow``).
+    Args:
+        spec: Dataset spec, a YAML path (relative to the working directory) or URI,
+            e.g. datasets/demo.yaml.
+        lake: Lake root where partitions, reports and models live: a local path or
+            s3://bucket/prefix.
+        model_version: The registered model version to decide on; empty for the newest.
+        cluster: Where the stage's Dask cluster runs: local, kubernetes, a scheduler address
+            (tcp://host:8786) or the name of a saved MLOps Dask Cluster block.
     """
     dataset = load_spec_task(spec)
     # Read the champion, decide and move the alias as one step per model: a concurrent

@@ -23,8 +23,16 @@ def train_flow(
 ) -> ModelCandidate:
     """Train on a validated dataset version (default: the latest) and register the model.
 
-    ``cluster`` is where XGBoost trains (see ``ingest_flow``); training waits for all the
-    workers it was planned with.
+    Training waits for all the workers its cluster was planned with (XGBoost is not elastic).
+
+    Args:
+        spec: Dataset spec, a YAML path (relative to the working directory) or URI,
+            e.g. datasets/demo.yaml.
+        lake: Lake root where partitions, reports and models live: a local path or
+            s3://bucket/prefix.
+        dataset_version: The validated dataset version to train on; empty for the latest.
+        cluster: Where the stage's Dask cluster runs: local, kubernetes, a scheduler address
+            (tcp://host:8786) or the name of a saved MLOps Dask Cluster block.
     """
     dataset = load_spec_task(spec)
     version = load_version_task(lake=lake, spec=dataset, version=dataset_version)

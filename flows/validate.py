@@ -31,8 +31,16 @@ def validate_flow(
 ) -> ValidationReport:
     """Validate a dataset version (default: the latest); fail below the spec's threshold.
 
-    ``cluster`` is where partitions are validated and ``cache`` whether results for the same
-    partition content and suite are reused (see ``ingest_flow``).
+    Args:
+        spec: Dataset spec, a YAML path (relative to the working directory) or URI,
+            e.g. datasets/demo.yaml.
+        lake: Lake root where partitions, reports and models live: a local path or
+            s3://bucket/prefix.
+        dataset_version: The dataset version to validate; empty for the latest ingested.
+        cluster: Where the stage's Dask cluster runs: local, kubernetes, a scheduler address
+            (tcp://host:8786) or the name of a saved MLOps Dask Cluster block.
+        cache: Reuse of cached ingest and validation results: refresh to recompute,
+            expiry in days.
     """
     dataset = load_spec_task(spec)
     check_expectations_task(dataset)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import time
@@ -40,3 +41,43 @@ def dask_worker_processes() -> set[int]:
         if "multiprocessing" in cmdline and "spawn_main" in cmdline:
             found.add(child.pid)
     return found
+
+
+def stop_group(process: subprocess.Popen[bytes], *, grace: float = 20) -> None:
+    """Stop a process started with ``start_new_session=True`` and everything it started."""
+    import os
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; its children (a worker's flow-run processes) may not be.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        return
+
+
+def wait_for_http(
+    url: str, process: subprocess.Popen[bytes], *, what: str, timeout: float = 120
+) -> None:
+    """Return once ``url`` answers 200; fail if ``process`` dies or the timeout passes."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f} s")
+        time.sleep(0.5)

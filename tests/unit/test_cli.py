@@ -64,3 +64,17 @@ def test_registry_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["registry", "--lake", lake, "promote", "m", "v9"]) == 1
     assert "has no version 'v9'" in capsys.readouterr().err
     assert registry.champion("m") == "v1"
+
+
+def test_webhook_gateway_and_setup_refuse_to_start_without_what_they_need(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLOPS_WEBHOOK_SECRET", raising=False)
+    assert main(["webhook", "serve", "--port", "1"]) == 1
+    assert "no webhook secret: set MLOPS_WEBHOOK_SECRET" in capsys.readouterr().err
+    monkeypatch.setenv("MLOPS_WEBHOOK_SECRET", "0123456789abcdef")
+    assert main(["webhook", "serve", "--dataset", "bucket/prefix=x"]) == 1
+    assert "expected s3://bucket/prefix/=dataset-name" in capsys.readouterr().err
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert main(["setup"]) == 1
+    assert "set PREFECT_API_URL" in capsys.readouterr().err
