@@ -7,6 +7,7 @@ in ``prefect.yaml`` starts ``ml_pipeline`` from the event.
 Endpoints::
 
     GET  /healthz           liveness, no authentication
+    GET  /metrics           Prometheus metrics: requests, rejections, events emitted, latency
     POST /hooks/s3          an S3 event notification (ObjectCreated:* records)
     POST /hooks/generic     {"dataset": "customers", "source_uri": "s3://bucket/landing/customers/"}
 
@@ -174,10 +175,51 @@ class ReplayGuard:
 
 
 class Rejected(Exception):
-    def __init__(self, status: int, reason: str) -> None:
+    """A refused request: HTTP status, a short code (a metrics label) and the reason."""
+
+    def __init__(self, status: int, code: str, reason: str) -> None:
         super().__init__(reason)
         self.status = status
+        self.code = code
         self.reason = reason
+
+
+class GatewayMetrics:
+    """Prometheus metrics of one gateway (its own registry, served at ``GET /metrics``)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "mlops_webhook_requests",
+            "Webhook requests by source and HTTP status.",
+            ["source", "status"],
+            registry=self.registry,
+        )
+        self.rejections = Counter(
+            "mlops_webhook_rejections",
+            "Refused webhook requests by source and reason.",
+            ["source", "reason"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "mlops_webhook_events_emitted",
+            "Prefect events emitted, by source and dataset.",
+            ["source", "dataset"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "mlops_webhook_request_seconds",
+            "Time to read, verify, map and emit one request.",
+            ["source"],
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return bytes(generate_latest(self.registry))
 
 
 @dataclass
@@ -190,6 +232,7 @@ class Gateway:
     max_body: int = MAX_BODY_BYTES
     window: float = REPLAY_WINDOW_SECONDS
     clock: Callable[[], float] = time.time
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
 
     def __post_init__(self) -> None:
         if len(self.secret) < 16:
@@ -200,22 +243,24 @@ class Gateway:
         timestamp = headers.get(TIMESTAMP_HEADER, "")
         signature = headers.get(SIGNATURE_HEADER, "")
         if not timestamp or not signature:
-            raise Rejected(401, f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
+            raise Rejected(
+                401, "unsigned", f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header"
+            )
         if not timestamp.isdigit():
-            raise Rejected(401, f"{TIMESTAMP_HEADER} must be unix seconds")
+            raise Rejected(401, "bad-timestamp", f"{TIMESTAMP_HEADER} must be unix seconds")
         now = self.clock()
         if abs(now - int(timestamp)) > self.window:
-            raise Rejected(401, "timestamp outside the 5-minute replay window")
+            raise Rejected(401, "stale", "timestamp outside the 5-minute replay window")
         if not hmac.compare_digest(sign(self.secret, timestamp, body), signature):
-            raise Rejected(401, "signature does not match")
+            raise Rejected(401, "forged", "signature does not match")
         if not self._replays.first_time(signature, now):
-            raise Rejected(401, "request already received (replay)")
+            raise Rejected(401, "replay", "request already received (replay)")
 
     def arrivals(self, source: str, body: bytes) -> list[Arrival]:
         try:
             data = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise Rejected(400, f"body is not JSON: {err}") from None
+            raise Rejected(400, "not-json", f"body is not JSON: {err}") from None
         try:
             if source == "s3":
                 return arrivals_from_s3(data, self.datasets)
@@ -224,15 +269,20 @@ class Gateway:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()
             )
-            raise Rejected(400, f"invalid {source} payload: {problems}") from None
+            raise Rejected(
+                400, "invalid-payload", f"invalid {source} payload: {problems}"
+            ) from None
         except ValueError as err:
-            raise Rejected(400, str(err)) from None
+            raise Rejected(400, "invalid-payload", str(err)) from None
 
     def handle(self, source: str, headers: dict[str, str], body: bytes) -> list[str]:
         """Verify, map and emit; the ids of the events emitted (none when rejected)."""
         self.verify(headers, body)
-        arrivals = self.arrivals(source, body)
-        return [self.emit(arrival) for arrival in arrivals]
+        ids = []
+        for arrival in self.arrivals(source, body):
+            ids.append(self.emit(arrival))
+            self.metrics.events.labels(source, arrival.dataset).inc()
+        return ids
 
 
 # Prefect events -------------------------------------------------------------------------------
@@ -261,16 +311,24 @@ def create_app(gateway: Gateway) -> Any:
     """The Starlette application serving ``gateway``."""
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    async def metrics(request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
     async def hook(request: Request) -> JSONResponse:
         source = request.path_params["source"]
         if source not in SOURCES:
+            # A fixed label: arbitrary paths must not grow the metrics without bound.
+            gateway.metrics.requests.labels("unknown", "404").inc()
             return JSONResponse({"error": f"unknown source; use one of {SOURCES}"}, 404)
+        started = time.perf_counter()
         try:
             body = await _read_limited(request, gateway.max_body)
             headers = {k.lower(): v for k, v in request.headers.items()}
@@ -280,13 +338,19 @@ def create_app(gateway: Gateway) -> Any:
             ids = await run_in_threadpool(gateway.handle, source, headers, body)
         except Rejected as err:
             logger.warning("Rejected %s webhook: %s %s", source, err.status, err.reason)
-            return JSONResponse({"error": err.reason}, err.status)
-        logger.info("Accepted %s webhook: %d event(s) %s", source, len(ids), ", ".join(ids))
-        return JSONResponse({"events": ids}, 202)
+            gateway.metrics.rejections.labels(source, err.code).inc()
+            response = JSONResponse({"error": err.reason}, err.status)
+        else:
+            logger.info("Accepted %s webhook: %d event(s) %s", source, len(ids), ", ".join(ids))
+            response = JSONResponse({"events": ids}, 202)
+        gateway.metrics.requests.labels(source, str(response.status_code)).inc()
+        gateway.metrics.latency.labels(source).observe(time.perf_counter() - started)
+        return response
 
     return Starlette(
         routes=[
             Route("/healthz", health, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/hooks/{source}", hook, methods=["POST"]),
         ]
     )
@@ -296,12 +360,12 @@ async def _read_limited(request: Any, limit: int) -> bytes:
     """The body, refusing more than ``limit`` bytes without reading them all."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise Rejected(413, f"body larger than {limit} bytes")
+        raise Rejected(413, "too-large", f"body larger than {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise Rejected(413, f"body larger than {limit} bytes")
+            raise Rejected(413, "too-large", f"body larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -8,6 +8,7 @@ from tasks.artifacts import publish_training_summary
 from tasks.cluster import stage_plan, stage_scheduler_address, stage_task_runner
 from tasks.ingest import load_version_task
 from tasks.models import ModelCandidate
+from tasks.reports import write_training_report_task
 from tasks.spec import load_spec_task
 from tasks.train import (
     load_report_task,
@@ -69,4 +70,5 @@ def train_flow(
             ", ".join(f"{k}={v:.4f}" for k, v in candidate.metrics.items()),
         )
     publish_training_summary(candidate)
+    write_training_report_task(lake=lake, candidate=candidate)
     return candidate

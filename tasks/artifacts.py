@@ -7,7 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 
 from tasks.models import IngestResult, ModelCandidate, PromotionDecision, ValidationReport
 from tasks.validate import report_table
@@ -19,6 +23,11 @@ def _publish(create: Callable[..., Any], **kwargs: Any) -> None:
         create(**kwargs)
     except Exception as err:  # the run's real work is done; a report is not worth failing it
         get_run_logger().warning("Could not publish artifact %s: %s", kwargs.get("key"), err)
+
+
+def publish_link(*, key: str, link: str, description: str) -> None:
+    """A link artifact (e.g. to a report in the lake)."""
+    _publish(create_link_artifact, key=key, link=link, description=description)
 
 
 def artifact_key(kind: str, dataset: str) -> str:

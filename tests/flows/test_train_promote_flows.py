@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,42 @@ def test_train_registers_a_ubjson_model_with_full_metadata_and_reuses_it(
     assert again.reused and again.version == candidate.version
     markdown, _ = read_artifact("training-customers")
     assert "Reused" in markdown
+
+    # The training report: linked from the run, a page of inline SVG charts in the lake.
+    data, artifact = read_artifact("training-report-customers")
+    # Prefect stores a link artifact as markdown, "[text](url)".
+    link = data.rsplit("(", 1)[-1].rstrip(")")
+    assert link.endswith(f"runs/reports/customers/{candidate.version}/training.html")
+    page = Path(link.removeprefix("file://")).read_text()
+    charts = ReportParser.parse(page)
+    rounds = len(meta["eval_history"]["validation"]["logloss"])
+    assert charts.series == {"train": rounds, "validation": rounds}
+    assert charts.features and set(charts.features) <= set(meta["layout"]["features"])
+    assert f"customers@{candidate.version}" in artifact.description
+
+
+class ReportParser(HTMLParser):
+    """The learning-curve points per series and the features with a bar, from the page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.series: dict[str, int] = {}
+        self.features: list[str] = []
+
+    @classmethod
+    def parse(cls, page: str) -> ReportParser:
+        parser = cls()
+        parser.feed(page)
+        parser.close()
+        return parser
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "polyline" and found.get("data-series"):
+            # The demo evaluates one metric, so one chart: one polyline per series.
+            self.series[str(found["data-series"])] = len(str(found["points"]).split())
+        if tag == "rect" and found.get("data-feature"):
+            self.features.append(str(found["data-feature"]))
 
 
 def test_promotion_keeps_a_better_champion_and_records_every_decision(

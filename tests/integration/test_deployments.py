@@ -222,6 +222,11 @@ def test_setup_is_idempotent_and_deploy_creates_pools_schedules_and_triggers(
     assert "exists     work pool 'local-process' (process)" in again.stdout
     assert "exists     work pool 'kubernetes' (kubernetes)" in again.stdout
     assert "created" not in again.stdout
+    # Prefect's own command registers the same block types, one module at a time.
+    register = deployed.run(str(BIN / "prefect"), "block", "register", "-m", "blocks.cluster")
+    assert register.returncode == 0 and "MLOps Dask Cluster" in register.stdout, register.stderr
+    slugs = {b["slug"] for b in deployed.post("/block_types/filter", {})}
+    assert {"mlops-dask-cluster", "mlops-model-registry", "mlops-lake-result-storage"} <= slugs
     pools = {p["name"]: p["type"] for p in deployed.post("/work_pools/filter", {})}
     assert pools["local-process"] == "process" and pools["kubernetes"] == "kubernetes"
 
@@ -315,6 +320,8 @@ def test_a_signed_webhook_starts_the_pipeline_on_its_landing_folder(
     assert done["state"]["type"] == "COMPLETED", deployed.log("worker")
     lake = deployed.checkout / ".mlops" / "lake"
     assert ModelRegistry(lake=str(lake)).champion("customers") is not None
+    metrics = httpx.get(f"{gateway}/metrics", timeout=30).text
+    assert 'mlops_webhook_events_emitted_total{source="generic",dataset="customers"} 1.0' in metrics
     [event] = [e for e in deployed.events(EVENT) if e["id"] == event_id]
     assert event["resource"]["prefect.resource.id"] == "mlops.dataset.customers"
     assert event["payload"]["source"] == str(landing)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,9 +58,12 @@ def test_pipeline_twice_then_with_one_new_file(
 
 
 def test_defective_files_are_quarantined_while_the_rest_trains(
-    demo_spec: str, defect_source: Path, lake: str
+    demo_spec: str, defect_source: Path, lake: str, dask_client: Any
 ) -> None:
-    result = ml_pipeline(spec=demo_spec, source=str(defect_source), lake=lake)
+    # On the session's cluster as an existing scheduler (saves a cluster start per stage;
+    # the first test above runs each stage on its own LocalCluster, as `make run` does).
+    cluster = dask_client.scheduler.address
+    result = ml_pipeline(spec=demo_spec, source=str(defect_source), lake=lake, cluster=cluster)
     assert (result.partitions_total, result.partitions_accepted, result.partitions_quarantined) == (
         8,
         4,
@@ -96,9 +100,10 @@ def test_bad_input_fails_clearly_before_touching_anything(
 
 
 def test_failed_runs_never_touch_the_champion(
-    demo_spec: str, spec_variant, demo_source: Path, tmp_path: Path, lake: str
+    demo_spec: str, spec_variant, demo_source: Path, tmp_path: Path, lake: str, dask_client: Any
 ) -> None:
-    good = ml_pipeline(spec=demo_spec, source=str(demo_source), lake=lake)
+    cluster = dask_client.scheduler.address  # see test_defective_files_...
+    good = ml_pipeline(spec=demo_spec, source=str(demo_source), lake=lake, cluster=cluster)
     registry = ModelRegistry(lake=lake)
     aliases = (Path(lake) / "models" / "customers" / "aliases.json").read_bytes()
 
@@ -108,7 +113,7 @@ def test_failed_runs_never_touch_the_champion(
     frame = make_frame(3000, seed=5, offset=10_000_000).assign(churned=False)
     frame.to_csv(one_class / "all-stayed.csv", index=False, date_format="%Y-%m-%d")
     with pytest.raises(TrainingError, match=r"target 'churned' has 1 class\(es\) \(False\)"):
-        ml_pipeline(spec=demo_spec, source=str(one_class), lake=lake)
+        ml_pipeline(spec=demo_spec, source=str(one_class), lake=lake, cluster=cluster)
 
     # Every partition failing validation.
     impossible = spec_variant(
@@ -120,7 +125,7 @@ def test_failed_runs_never_touch_the_champion(
         ]
     )
     with pytest.raises(ValidationFailed, match="0 of 4 landing file"):
-        ml_pipeline(spec=impossible, source=str(demo_source), lake=lake)
+        ml_pipeline(spec=impossible, source=str(demo_source), lake=lake, cluster=cluster)
 
     assert registry.champion("customers") == good.champion
     assert (Path(lake) / "models" / "customers" / "aliases.json").read_bytes() == aliases
@@ -136,7 +141,7 @@ def test_failed_runs_never_touch_the_champion(
     )
     champion_file.write_bytes(champion_file.read_bytes()[:100])
     with pytest.raises(Exception, match=r"(?i)xgboost|model|ubj|parse"):
-        ml_pipeline(spec=demo_spec, source=str(landing), lake=lake)
+        ml_pipeline(spec=demo_spec, source=str(landing), lake=lake, cluster=cluster)
     assert (Path(lake) / "models" / "customers" / "aliases.json").read_bytes() == aliases
     assert len(registry.versions("customers")) == 2  # the candidate is registered, not promoted
     assert registry.decisions("customers")[-1].candidate == good.model_version

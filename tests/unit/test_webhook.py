@@ -264,3 +264,35 @@ def test_dataset_prefixes_are_checked() -> None:
     with pytest.raises(ValueError, match="expected s3://bucket/prefix/=dataset-name"):
         parse_datasets(["b/in=customers"])
     assert EVENT == "mlops.landing.files-arrived"
+
+
+def test_metrics_count_requests_rejections_events_and_latency(
+    client: TestClient, emitted: Recorder
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    good = {"dataset": "customers", "source_uri": "/data/landing"}
+    assert post(client, "generic", good).status_code == 202
+    assert post(client, "generic", good, secret="another-secret-0123456789").status_code == 401
+    assert post(client, "generic", None, raw=b"nope").status_code == 400
+    assert client.post("/hooks/github", content=b"{}").status_code == 404
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert value("mlops_webhook_requests_total", source="generic", status="202") == 1
+    assert value("mlops_webhook_requests_total", source="generic", status="401") == 1
+    assert value("mlops_webhook_requests_total", source="generic", status="400") == 1
+    assert value("mlops_webhook_requests_total", source="unknown", status="404") == 1
+    assert value("mlops_webhook_rejections_total", source="generic", reason="forged") == 1
+    assert value("mlops_webhook_rejections_total", source="generic", reason="not-json") == 1
+    assert value("mlops_webhook_events_emitted_total", source="generic", dataset="customers") == 1
+    assert value("mlops_webhook_request_seconds_count", source="generic") == 3
+    assert SECRET not in response.text
