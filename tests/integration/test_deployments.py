@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from blocks.registry import ModelRegistry
 from deployments.webhook import EVENT, sign
@@ -321,7 +322,14 @@ def test_a_signed_webhook_starts_the_pipeline_on_its_landing_folder(
     lake = deployed.checkout / ".mlops" / "lake"
     assert ModelRegistry(lake=str(lake)).champion("customers") is not None
     metrics = httpx.get(f"{gateway}/metrics", timeout=30).text
-    assert 'mlops_webhook_events_emitted_total{source="generic",dataset="customers"} 1.0' in metrics
+    emitted = [
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "mlops_webhook_events_emitted_total"
+        and sample.labels == {"source": "generic", "dataset": "customers"}
+    ]
+    assert emitted == [1.0]
     [event] = [e for e in deployed.events(EVENT) if e["id"] == event_id]
     assert event["resource"]["prefect.resource.id"] == "mlops.dataset.customers"
     assert event["payload"]["source"] == str(landing)
