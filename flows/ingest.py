@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger
 
 from tasks.artifacts import publish_ingest_summary
-from tasks.caching import CacheOptions, find_cached_task, lake_cached
+from tasks.caching import CacheOptions, map_cached
 from tasks.cluster import stage_task_runner
 from tasks.errors import SourceError
 from tasks.ingest import INGEST_CACHE, build_version_task, ingest_file_task, list_landing_task
@@ -37,23 +37,19 @@ def ingest_flow(
     """
     dataset = load_spec_task(spec)
     files = list_landing_task(source)
-    ingest = lake_cached(ingest_file_task, INGEST_CACHE, lake=lake, options=cache)
-    calls = [{"source": f, "spec": dataset, "lake": lake, "rewrite": cache.refresh} for f in files]
-    cached = find_cached_task(ingest, lake=lake, options=cache, calls=calls)
-    # Only files not ingested before reach the cluster.
-    todo = [f for f, hit in zip(files, cached, strict=True) if hit is None]
-    fresh = iter(
-        ingest.map(
-            source=todo,
-            spec=unmapped(dataset),
-            lake=unmapped(lake),
-            rewrite=unmapped(cache.refresh),
-        ).result()
-        if todo
-        else []
+    ingested = map_cached(
+        ingest_file_task,
+        INGEST_CACHE,
+        lake=lake,
+        options=cache,
+        mapped="source",
+        items=files,
+        shared={"spec": dataset, "lake": lake, "rewrite": cache.refresh},
     )
+    # A file whose result came from the cache was not processed by this run.
     outcomes: list[IngestOutcome] = [
-        next(fresh) if hit is None else hit.model_copy(update={"reused": True}) for hit in cached
+        o.model_copy(update={"reused": True}) if hit else o
+        for o, hit in zip(ingested.results, ingested.from_cache, strict=True)
     ]
     if not any(o.partition for o in outcomes):
         reasons = "\n  ".join(o.quarantined.reason for o in outcomes if o.quarantined)
@@ -73,8 +69,8 @@ def ingest_flow(
         len(result.new_partitions),
         len(result.reused_partitions),
         len(result.version.quarantined),
-        len(todo),
-        len(files) - len(todo),
+        ingested.computed,
+        ingested.reused,
     )
     publish_ingest_summary(result)
     return result

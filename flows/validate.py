@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger
 
 from tasks.artifacts import publish_validation_report
-from tasks.caching import CacheOptions, find_cached_task, lake_cached
+from tasks.caching import CacheOptions, map_cached
 from tasks.cluster import stage_task_runner
 from tasks.errors import ValidationFailed
 from tasks.ingest import load_version_task
@@ -45,18 +45,17 @@ def validate_flow(
     dataset = load_spec_task(spec)
     check_expectations_task(dataset)
     version = load_version_task(lake=lake, spec=dataset, version=dataset_version)
-    validate = lake_cached(validate_partition_task, VALIDATE_CACHE, lake=lake, options=cache)
-    cached = find_cached_task(
-        validate,
+    # Only partitions this suite has not seen yet reach the cluster.
+    validated = map_cached(
+        validate_partition_task,
+        VALIDATE_CACHE,
         lake=lake,
         options=cache,
-        calls=[{"partition": p, "spec": dataset} for p in version.partitions],
+        mapped="partition",
+        items=version.partitions,
+        shared={"spec": dataset},
     )
-    done = [hit for hit in cached if hit is not None]
-    pending = [p for p, hit in zip(version.partitions, cached, strict=True) if hit is None]
-    # Only partitions this suite has not seen yet reach the cluster.
-    fresh = validate.map(partition=pending, spec=unmapped(dataset)).result() if pending else []
-    report = build_report_task(spec=dataset, lake=lake, version=version, results=[*done, *fresh])
+    report = build_report_task(spec=dataset, lake=lake, version=version, results=validated.results)
     publish_validation_report(report)
     logger = get_run_logger()
     for result in report.partitions:
@@ -69,8 +68,8 @@ def validate_flow(
         version.version,
         len(report.accepted),
         report.total_files,
-        len(fresh),
-        len(done),
+        validated.computed,
+        validated.reused,
     )
     if not report.passed:
         raise ValidationFailed(failure_message(report, version))

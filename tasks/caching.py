@@ -174,7 +174,8 @@ def _read(store: ResultStore, key: str) -> Any | None:
         record = store.read(key)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, ImportError, AttributeError) as err:
+        # ImportError/AttributeError: the record names a class this code no longer has.
         logger.warning("Cached result %s cannot be read, computing it again: %s", key, err)
         return None
     expiration = record.metadata.expiration
@@ -194,3 +195,48 @@ def find_cached_task(
 ) -> list[Any | None]:
     """Look up each call of ``cached`` in the lake's result records."""
     return find_cached(cached, lake=lake, options=options, calls=calls)
+
+
+@dataclass(frozen=True)
+class CachedMap:
+    """What :func:`map_cached` returns: results in input order, and where each came from."""
+
+    results: list[Any]
+    from_cache: list[bool]
+
+    @property
+    def computed(self) -> int:
+        return self.from_cache.count(False)
+
+    @property
+    def reused(self) -> int:
+        return self.from_cache.count(True)
+
+
+def map_cached(
+    task: Task[Any, R],
+    policy: ContentKey,
+    *,
+    lake: str,
+    options: CacheOptions,
+    mapped: str,
+    items: Sequence[Any],
+    shared: Mapping[str, Any],
+) -> CachedMap:
+    """``task.map`` over ``items`` (as parameter ``mapped``) with results cached in ``lake``.
+
+    Called from a flow: looks every call up first and submits only the misses to the flow's
+    task runner, so cached work never reaches (or starts) the stage's cluster.
+    """
+    from prefect import unmapped
+
+    cached_task = lake_cached(task, policy, lake=lake, options=options)
+    calls = [{mapped: item, **shared} for item in items]
+    hits = find_cached_task(cached_task, lake=lake, options=options, calls=calls)
+    todo = [item for item, hit in zip(items, hits, strict=True) if hit is None]
+    parameters: dict[str, Any] = {mapped: todo, **{k: unmapped(v) for k, v in shared.items()}}
+    fresh = iter(cached_task.map(**parameters).result() if todo else [])
+    return CachedMap(
+        results=[next(fresh) if hit is None else hit for hit in hits],
+        from_cache=[hit is not None for hit in hits],
+    )
