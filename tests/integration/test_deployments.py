@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -190,9 +190,12 @@ def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gateway(server: Server) -> Iterator[str]:
+def gateway(deployed: Server) -> Iterator[str]:
+    """The gateway as the README starts it: the secret from the block `mlops setup` saved."""
     port = free_port()
-    process = server.start("webhook", str(BIN / "mlops"), "webhook", "serve", "--port", str(port))
+    command = [str(BIN / "mlops"), "webhook", "serve", "--port", str(port)]
+    without_env = replace(deployed, env={**deployed.env, "MLOPS_WEBHOOK_SECRET": ""})
+    process = without_env.start("webhook", *command, "--secret-block", "mlops-webhook-secret")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/healthz", process, what="webhook gateway", timeout=60)
