@@ -8,7 +8,13 @@ from tasks.artifacts import publish_ingest_summary
 from tasks.caching import CacheOptions, map_cached
 from tasks.cluster import stage_task_runner
 from tasks.errors import SourceError
-from tasks.ingest import INGEST_CACHE, build_version_task, ingest_file_task, list_landing_task
+from tasks.ingest import (
+    INGEST_CACHE,
+    build_version_task,
+    ingest_file_task,
+    list_landing_task,
+    sweep_temporaries_task,
+)
 from tasks.models import IngestOutcome, IngestResult
 from tasks.spec import load_spec_task
 
@@ -36,6 +42,10 @@ def ingest_flow(
             expiry in days.
     """
     dataset = load_spec_task(spec)
+    logger = get_run_logger()
+    # Writers killed in an earlier run (a lost worker, a SIGKILLed flow) leave temporaries.
+    for path in sweep_temporaries_task(lake):
+        logger.info("Removed %s, left by a writer that was killed mid-write", path)
     files = list_landing_task(source)
     ingested = map_cached(
         ingest_file_task,
@@ -57,7 +67,6 @@ def ingest_flow(
             f"none of the {len(files)} landing file(s) could be ingested:\n  {reasons}"
         )
     result = build_version_task(spec=dataset, lake=lake, source=source, outcomes=outcomes)
-    logger = get_run_logger()
     for record in result.version.quarantined:
         logger.warning("Quarantined %s", record.reason)
     logger.info(

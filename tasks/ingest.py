@@ -403,6 +403,12 @@ def list_landing_task(source: str) -> list[LandingFile]:
     return list_landing(source)
 
 
+@task(name="sweep-lake-temporaries", **IO_RETRIES)
+def sweep_temporaries_task(lake: str) -> list[str]:
+    """Reclaim temporary files of lake writers that were killed mid-write (see Lake)."""
+    return Lake(lake).sweep_temporaries()
+
+
 @task(name="measure-landing-files", **IO_RETRIES)
 def discover_landing_task(source: str) -> dict[str, int]:
     """List the landing files to ingest, with their sizes (to size the ingest cluster)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,16 @@ from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel
 
 from tasks.storage import url_to_fs
+
+# No single lake write takes an hour; a temporary file that old has lost its writer.
+TEMPORARY_GRACE_S = 3600.0
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except FileNotFoundError:
+        return float("inf")
 
 
 @dataclass(frozen=True)
@@ -135,6 +146,27 @@ class Lake:
         names = [e for e in entries if e.endswith(suffix)]
         # Temporary files of an in-flight atomic write are not part of the lake.
         return sorted(n for n in names if not os.path.basename(n).startswith(".tmp-"))
+
+    def sweep_temporaries(self, *, older_than_s: float = TEMPORARY_GRACE_S) -> list[str]:
+        """Delete temporary files that a killed writer left behind; return their paths.
+
+        A process killed between writing its temporary file and renaming it (SIGKILL,
+        OOM, a lost Dask worker) cannot clean up. Readers already ignore such files; this
+        reclaims them. Only files older than ``older_than_s`` go, so writes in flight in
+        another run are left alone. S3 writes are single PUTs and leave nothing.
+        """
+        if not self.is_local or not os.path.isdir(self._root):
+            return []
+        cutoff = time.time() - older_than_s
+        swept = []
+        for directory, _dirs, files in os.walk(self._root):
+            for name in files:
+                path = os.path.join(directory, name)
+                if name.startswith(".tmp-") and _mtime(path) <= cutoff:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                        swept.append(path)
+        return sorted(swept)
 
     def remove(self, path: str, *, recursive: bool = False) -> None:
         """Delete a file (or a folder with ``recursive``); absent is fine."""

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import pickle
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,26 @@ def test_listing_skips_in_flight_temporaries_and_missing_folders(tmp_path: Path)
     (tmp_path / "d" / ".tmp-123-y.json").write_bytes(b"{")
     assert [Path(p).name for p in lake.list_files(lake.path("d"), ".json")] == ["x.json"]
     assert lake.list_files(lake.path("absent")) == []
+
+
+def test_sweep_removes_only_temporaries_old_enough_to_have_lost_their_writer(
+    tmp_path: Path,
+) -> None:
+    lake = Lake(str(tmp_path))
+    lake.write_bytes(lake.path("runs", "results", "t", "key"), b"{}")
+    orphan = tmp_path / "runs" / "results" / "t" / ".tmp-dead-key2"
+    orphan.write_bytes(b"{")
+    two_hours_ago = time.time() - 7200
+    os.utime(orphan, (two_hours_ago, two_hours_ago))
+    in_flight = tmp_path / "datasets" / ".tmp-live-manifest.json"
+    in_flight.parent.mkdir()
+    in_flight.write_bytes(b"{")
+
+    assert lake.sweep_temporaries() == [str(orphan)]
+    assert not orphan.exists() and in_flight.exists()
+    assert (tmp_path / "runs" / "results" / "t" / "key").read_bytes() == b"{}"
+    assert lake.sweep_temporaries(older_than_s=0) == [str(in_flight)]
+    assert Lake(str(tmp_path / "absent")).sweep_temporaries() == []
 
 
 def test_lake_pickles_as_its_uri_not_its_filesystem(tmp_path: Path) -> None:
