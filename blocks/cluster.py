@@ -25,6 +25,7 @@ from tasks.errors import ClusterError
 from tasks.sizing import size_workers, threads_per_worker
 
 ClusterMode = Literal["local", "address", "kubernetes"]
+PerformanceReportMode = Literal["cdn", "inline", "off"]
 Stage = Literal["ingest", "validate", "train", "promote"]
 # Stages whose tasks are independent per partition; training is one XGBoost job across all
 # workers and must not lose or gain workers halfway (XGBoost is not elastic).
@@ -48,6 +49,7 @@ class StagePlan:
     cluster_class: str | None = None
     cluster_kwargs: dict[str, Any] = field(default_factory=dict)
     adapt_kwargs: dict[str, Any] = field(default_factory=dict)
+    performance_report: PerformanceReportMode = "cdn"
 
 
 class DaskClusterConfig(Block):
@@ -60,6 +62,11 @@ class DaskClusterConfig(Block):
     )
 
     mode: ClusterMode = Field("local", description="local, address or kubernetes.")
+    performance_report: PerformanceReportMode = Field(
+        "cdn",
+        description="Dask performance report per stage in <lake>/runs/reports/dask: cdn "
+        "(small, the page loads Bokeh from its CDN), inline (self-contained, ~1 MB more), off.",
+    )
     address: str | None = Field(
         None, description="Scheduler address for mode 'address', e.g. tcp://10.0.0.5:8786."
     )
@@ -237,6 +244,7 @@ class DaskClusterConfig(Block):
                 wait_for_workers=max(self.min_workers, 1),
                 worker_timeout=self.worker_timeout,
                 address=self.address,
+                performance_report=self.performance_report,
             )
         if self.mode == "local":
             scheduler_kwargs = {"idle_timeout": self.idle_timeout} if self.idle_timeout else {}
@@ -260,6 +268,7 @@ class DaskClusterConfig(Block):
                     "scheduler_kwargs": scheduler_kwargs,
                 },
                 adapt_kwargs=adapt,
+                performance_report=self.performance_report,
             )
         from tasks.kube import dask_cluster_resource
 
@@ -283,6 +292,7 @@ class DaskClusterConfig(Block):
                 "quiet": True,
             },
             adapt_kwargs=adapt,
+            performance_report=self.performance_report,
         )
 
     # Before anything starts ------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -51,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
         help="cached results this run writes expire after DAYS (default: never)",
     )
     run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    run.add_argument(
+        "--no-progress", action="store_true", help="no per-stage progress lines on stderr"
+    )
 
     demo = sub.add_parser("demo-data", help="write synthetic landing files for the demo spec")
     demo.add_argument("--out", required=True, help="folder to write the landing files to")
@@ -117,9 +121,15 @@ def _run(args: argparse.Namespace) -> int:
     from tasks.caching import CacheOptions
 
     cache = CacheOptions(refresh=args.refresh, expiration_days=args.cache_expiration_days)
-    result = ml_pipeline(
-        spec=args.spec, source=args.source, lake=args.lake, cluster=args.cluster, cache=cache
-    )
+    with contextlib.ExitStack() as stack:
+        if not args.no_progress:
+            from deployments.progress import ProgressDisplay
+            from tasks.observability import progress_listener
+
+            stack.enter_context(progress_listener(ProgressDisplay()))
+        result = ml_pipeline(
+            spec=args.spec, source=args.source, lake=args.lake, cluster=args.cluster, cache=cache
+        )
     if args.json:
         print(result.model_dump_json(indent=2))
     else:

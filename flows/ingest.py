@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from prefect import flow
 
 from tasks.artifacts import publish_ingest_summary
 from tasks.caching import CacheOptions, map_cached
@@ -16,6 +16,7 @@ from tasks.ingest import (
     sweep_temporaries_task,
 )
 from tasks.models import IngestOutcome, IngestResult
+from tasks.observability import StageProgress, run_logger
 from tasks.spec import load_spec_task
 
 
@@ -42,7 +43,7 @@ def ingest_flow(
             expiry in days.
     """
     dataset = load_spec_task(spec)
-    logger = get_run_logger()
+    logger = run_logger("ingest", dataset=dataset.name)
     # Writers killed in an earlier run (a lost worker, a SIGKILLed flow) leave temporaries.
     for path in sweep_temporaries_task(lake):
         logger.info("Removed %s, left by a writer that was killed mid-write", path)
@@ -55,6 +56,9 @@ def ingest_flow(
         mapped="source",
         items=files,
         shared={"spec": dataset, "lake": lake, "rewrite": cache.refresh},
+        progress=StageProgress(
+            stage="ingest", dataset=dataset.name, total=len(files), unit="files"
+        ),
     )
     # A file whose result came from the cache was not processed by this run.
     outcomes: list[IngestOutcome] = [
@@ -67,8 +71,9 @@ def ingest_flow(
             f"none of the {len(files)} landing file(s) could be ingested:\n  {reasons}"
         )
     result = build_version_task(spec=dataset, lake=lake, source=source, outcomes=outcomes)
+    logger = run_logger("ingest", dataset=dataset.name, dataset_version=result.version.version)
     for record in result.version.quarantined:
-        logger.warning("Quarantined %s", record.reason)
+        logger.warning("Quarantined %s", record.reason, extra={"source_uri": record.source_uri})
     logger.info(
         "Dataset %s version %s: %d partitions (%d new, %d unchanged), %d file(s) quarantined; "
         "%d file(s) ingested now, %d reused from the cache",

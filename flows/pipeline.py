@@ -12,7 +12,8 @@ from tasks.caching import CacheOptions
 from tasks.cluster import resolve_cluster_task, stage_task_runner
 from tasks.ingest import discover_landing_task
 from tasks.models import PipelineResult
-from tasks.pipeline import pipeline_result
+from tasks.observability import record_run_metrics_task
+from tasks.pipeline import StageClock, pipeline_result
 from tasks.spec import load_spec_task
 from tasks.validate import check_expectations_task
 
@@ -46,32 +47,47 @@ def ml_pipeline(
     config = resolve_cluster_task(cluster)
     landing = discover_landing_task(source)
 
-    ingested = ingest_flow.with_options(
-        task_runner=stage_task_runner(
-            "ingest", cluster=config, partitions=len(landing), total_bytes=sum(landing.values())
-        )
-    )(spec=spec, source=source, lake=lake, cluster=cluster, cache=cache)
+    clock = StageClock()
+    with clock("ingest"):
+        ingested = ingest_flow.with_options(
+            task_runner=stage_task_runner(
+                "ingest",
+                cluster=config,
+                partitions=len(landing),
+                total_bytes=sum(landing.values()),
+            )
+        )(spec=spec, source=source, lake=lake, cluster=cluster, cache=cache)
     version = ingested.version
-    report = validate_flow.with_options(
-        task_runner=stage_task_runner(
-            "validate",
-            cluster=config,
-            partitions=len(version.partitions),
-            total_bytes=version.bytes,
-        )
-    )(spec=spec, lake=lake, dataset_version=version.version, cluster=cluster, cache=cache)
+    with clock("validate"):
+        report = validate_flow.with_options(
+            task_runner=stage_task_runner(
+                "validate",
+                cluster=config,
+                partitions=len(version.partitions),
+                total_bytes=version.bytes,
+            )
+        )(spec=spec, lake=lake, dataset_version=version.version, cluster=cluster, cache=cache)
     # Training and promotion both work on the accepted partitions only.
     accepted = {
         "partitions": len(report.accepted),
         "total_bytes": version.bytes_of(report.accepted),
     }
-    candidate = train_flow.with_options(
-        task_runner=stage_task_runner("train", cluster=config, **accepted)
-    )(spec=spec, lake=lake, dataset_version=version.version, cluster=cluster)
-    decision = promote_flow.with_options(
-        task_runner=stage_task_runner("promote", cluster=config, **accepted)
-    )(spec=spec, lake=lake, model_version=candidate.version, cluster=cluster)
+    with clock("train"):
+        candidate = train_flow.with_options(
+            task_runner=stage_task_runner("train", cluster=config, **accepted)
+        )(spec=spec, lake=lake, dataset_version=version.version, cluster=cluster)
+    with clock("promote"):
+        decision = promote_flow.with_options(
+            task_runner=stage_task_runner("promote", cluster=config, **accepted)
+        )(spec=spec, lake=lake, model_version=candidate.version, cluster=cluster)
 
-    return pipeline_result(
-        lake=lake, ingested=ingested, report=report, candidate=candidate, decision=decision
+    result = pipeline_result(
+        lake=lake,
+        ingested=ingested,
+        report=report,
+        candidate=candidate,
+        decision=decision,
+        stage_seconds=clock.seconds,
     )
+    record_run_metrics_task(result)
+    return result

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.transactions import transaction
 
 from tasks.artifacts import publish_model_card
 from tasks.cluster import stage_scheduler_address, stage_task_runner
 from tasks.models import PromotionDecision
+from tasks.observability import run_logger
 from tasks.promote import (
     make_decision,
     model_card_task,
@@ -62,7 +63,9 @@ def promote_flow(
         with transaction():
             move_alias_task(lake=lake, decision=decision)
             record_decision_task(lake=lake, decision=decision)
-    get_run_logger().info(
+    run_logger(
+        "promote", dataset=dataset.name, model=dataset.name, model_version=candidate.version
+    ).info(
         "Model %s@%s %s: %s (champion now %s)",
         dataset.name,
         candidate.version,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from prefect import flow
 
 from tasks.artifacts import publish_training_summary
 from tasks.cluster import stage_plan, stage_scheduler_address, stage_task_runner
 from tasks.ingest import load_version_task
 from tasks.models import ModelCandidate
+from tasks.observability import run_logger
 from tasks.reports import write_training_report_task
 from tasks.spec import load_spec_task
 from tasks.train import (
@@ -42,9 +43,16 @@ def train_flow(
     candidate = registered_candidate_task(
         lake=lake, model_name=dataset.name, version=plan.model_version
     )
+    logger = run_logger(
+        "train",
+        dataset=dataset.name,
+        dataset_version=version.version,
+        model=dataset.name,
+        model_version=plan.model_version,
+    )
     if candidate is not None:
         # Same partitions, same training spec: training again would only reproduce it.
-        get_run_logger().info(
+        logger.info(
             "Model %s@%s already registered for these inputs; reusing it",
             dataset.name,
             plan.model_version,
@@ -63,12 +71,12 @@ def train_flow(
             version=version,
             plan=plan,
         )
-        get_run_logger().info(
+        logger.info(
             "Registered model %s@%s: test %s",
             dataset.name,
             candidate.version,
             ", ".join(f"{k}={v:.4f}" for k, v in candidate.metrics.items()),
         )
-    publish_training_summary(candidate)
+    publish_training_summary(lake=lake, candidate=candidate)
     write_training_report_task(lake=lake, candidate=candidate)
     return candidate

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from prefect import flow
 
-from tasks.artifacts import publish_validation_report
+from tasks.artifacts import artifact_key, publish_link, publish_validation_report
 from tasks.caching import CacheOptions, map_cached
 from tasks.cluster import stage_task_runner
+from tasks.data_docs import write_data_docs_task
 from tasks.errors import ValidationFailed
 from tasks.ingest import load_version_task
 from tasks.models import ValidationReport
+from tasks.observability import StageProgress, run_logger
 from tasks.spec import load_spec_task
 from tasks.validate import (
     VALIDATE_CACHE,
@@ -54,13 +56,30 @@ def validate_flow(
         mapped="partition",
         items=version.partitions,
         shared={"spec": dataset},
+        progress=StageProgress(
+            stage="validate", dataset=dataset.name, total=len(version.partitions), unit="partitions"
+        ),
     )
     report = build_report_task(spec=dataset, lake=lake, version=version, results=validated.results)
     publish_validation_report(report)
-    logger = get_run_logger()
+    logger = run_logger("validate", dataset=dataset.name, dataset_version=version.version)
+    # The docs show the report; failing to render them must not fail the validation.
+    docs = write_data_docs_task(report=report, spec=dataset, lake=lake, return_state=True)
+    if docs.is_completed():
+        publish_link(
+            key=artifact_key("data-docs", dataset.name),
+            link=docs.result(),
+            description=f"Great Expectations Data Docs of {dataset.name} version {version.version}",
+        )
+    else:
+        logger.warning("No Data Docs for this validation: %s", docs.message)
     for result in report.partitions:
         if not result.success:
-            logger.warning("Quarantined %s", failure_reason(result))
+            logger.warning(
+                "Quarantined %s",
+                failure_reason(result),
+                extra={"partition": result.partition_id, "source_uri": result.source_uri},
+            )
     logger.info(
         "Dataset %s version %s: %d/%d landing files accepted "
         "(%d validated now, %d reused from the cache)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -12,9 +13,10 @@ from prefect.artifacts import (
     create_markdown_artifact,
     create_table_artifact,
 )
+from prefect.exceptions import MissingContextError
 
 from tasks.models import IngestResult, ModelCandidate, PromotionDecision, ValidationReport
-from tasks.validate import report_table
+from tasks.validate import expectation_table, report_table
 
 
 def _publish(create: Callable[..., Any], **kwargs: Any) -> None:
@@ -22,12 +24,47 @@ def _publish(create: Callable[..., Any], **kwargs: Any) -> None:
     try:
         create(**kwargs)
     except Exception as err:  # the run's real work is done; a report is not worth failing it
-        get_run_logger().warning("Could not publish artifact %s: %s", kwargs.get("key"), err)
+        try:
+            logger: Any = get_run_logger()
+        except MissingContextError:  # after the run's context closed (see publish_link)
+            logger = logging.getLogger(__name__)
+        logger.warning("Could not publish artifact %s: %s", kwargs.get("key"), err)
 
 
-def publish_link(*, key: str, link: str, description: str) -> None:
-    """A link artifact (e.g. to a report in the lake)."""
-    _publish(create_link_artifact, key=key, link=link, description=description)
+def publish_link(*, key: str, link: str, description: str, flow_run_id: str | None = None) -> None:
+    """A link artifact (e.g. to a report in the lake).
+
+    ``flow_run_id`` attaches it to that flow run from outside the run's context (a stage's
+    task runner writes its performance report after the flow run context has closed).
+    """
+    if flow_run_id is None:
+        _publish(create_link_artifact, key=key, link=link, description=description)
+    else:
+        _publish(_create_run_link, key=key, link=link, description=description, run=flow_run_id)
+
+
+def _create_run_link(*, key: str, link: str, description: str, run: str) -> None:
+    from uuid import UUID
+
+    from prefect.artifacts import LinkArtifact
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+
+    with get_client(sync_client=True) as client:
+        client.create_artifact(
+            ArtifactCreate(
+                type="markdown",
+                key=key,
+                description=description,
+                # The same markdown Prefect's own link artifacts hold.
+                data=LinkArtifact(link=link).format(),
+                flow_run_id=UUID(run),
+            )
+        )
+
+
+def publish_table(*, key: str, table: list[dict[str, Any]], description: str) -> None:
+    _publish(create_table_artifact, key=key, table=table, description=description)
 
 
 def artifact_key(kind: str, dataset: str) -> str:
@@ -75,7 +112,7 @@ def publish_ingest_summary(result: IngestResult) -> None:
 
 @task(name="publish-validation-report")
 def publish_validation_report(report: ValidationReport) -> None:
-    """Per-partition validation table."""
+    """Validation tables: per partition, and per expectation."""
     _publish(
         create_table_artifact,
         key=artifact_key("validation", report.dataset),
@@ -87,22 +124,28 @@ def publish_validation_report(report: ValidationReport) -> None:
             f"{'passed' if report.passed else 'FAILED'}. Full report: {report.report_uri}"
         ),
     )
+    _publish(
+        create_table_artifact,
+        key=artifact_key("validation-expectations", report.dataset),
+        table=expectation_table(report),
+        description=(
+            f"Expectations on {report.dataset} version {report.dataset_version}: "
+            "per expectation, the partitions it failed in and the unexpected values"
+        ),
+    )
 
 
 @task(name="publish-training-summary")
-def publish_training_summary(candidate: ModelCandidate) -> None:
-    metrics = "\n".join(f"| {k} | {v:.6f} |" for k, v in sorted(candidate.metrics.items()))
-    rows = ", ".join(f"{k} {v:,}" for k, v in candidate.rows.items())
-    how = "Reused (same data and spec as an existing version)." if candidate.reused else "Trained."
+def publish_training_summary(*, lake: str, candidate: ModelCandidate) -> None:
+    """Rounds, best iteration, eval history, timings and workers of the candidate."""
+    from blocks.registry import ModelRegistry
+    from tasks.reports import training_summary
+
+    metadata = ModelRegistry(lake=lake).metadata(candidate.model_name, candidate.version)
     _publish(
         create_markdown_artifact,
         key=artifact_key("training", candidate.model_name),
-        markdown=(
-            f"# Training: {candidate.model_name} @ {candidate.version}\n\n{how}\n\n"
-            f"- dataset version `{candidate.dataset_version}`\n- rows: {rows}\n"
-            f"- best iteration: {candidate.best_iteration}\n- model: `{candidate.model_uri}`\n\n"
-            f"| metric | test |\n| --- | --- |\n{metrics}\n"
-        ),
+        markdown=training_summary(metadata, reused=candidate.reused),
         description=f"Model {candidate.model_name} version {candidate.version}",
     )
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE, CachePolicy
@@ -43,7 +43,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from blocks.results import LakeResultStorage
 
 logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from prefect.futures import PrefectFuture
+
+    from tasks.observability import StageProgress
+
 R = TypeVar("R")
+# How often a mapped stage's progress is brought up to date.
+PROGRESS_POLL_S = 1.0
 # Lookups are single small reads; on S3 their latency, not bandwidth, is the cost.
 LOOKUP_THREADS = 16
 
@@ -197,6 +204,20 @@ def find_cached_task(
     return find_cached(cached, lake=lake, options=options, calls=calls)
 
 
+def follow_progress(
+    futures: list[PrefectFuture[Any]], progress: StageProgress, *, already_done: int
+) -> None:
+    """Report ``already_done`` plus each finished future until all are done."""
+    from prefect.futures import wait
+
+    pending = futures
+    progress.update(already_done)
+    while pending:
+        # Polled: a finished future (failed or not) counts; results are read afterwards.
+        pending = list(wait(pending, timeout=PROGRESS_POLL_S).not_done)
+        progress.update(already_done + len(futures) - len(pending))
+
+
 @dataclass(frozen=True)
 class CachedMap:
     """What :func:`map_cached` returns: results in input order, and where each came from."""
@@ -222,11 +243,13 @@ def map_cached(
     mapped: str,
     items: Sequence[Any],
     shared: Mapping[str, Any],
+    progress: StageProgress | None = None,
 ) -> CachedMap:
     """``task.map`` over ``items`` (as parameter ``mapped``) with results cached in ``lake``.
 
     Called from a flow: looks every call up first and submits only the misses to the flow's
-    task runner, so cached work never reaches (or starts) the stage's cluster.
+    task runner, so cached work never reaches (or starts) the stage's cluster. ``progress``
+    counts cached items as done at once, then each call as it finishes.
     """
     from prefect import unmapped
 
@@ -235,7 +258,10 @@ def map_cached(
     hits = find_cached_task(cached_task, lake=lake, options=options, calls=calls)
     todo = [item for item, hit in zip(items, hits, strict=True) if hit is None]
     parameters: dict[str, Any] = {mapped: todo, **{k: unmapped(v) for k, v in shared.items()}}
-    fresh = iter(cached_task.map(**parameters).result() if todo else [])
+    futures = list(cached_task.map(**parameters)) if todo else []
+    if progress is not None:
+        follow_progress(futures, progress, already_done=len(items) - len(todo))
+    fresh = iter([future.result() for future in futures])
     return CachedMap(
         results=[next(fresh) if hit is None else hit for hit in hits],
         from_cache=[hit is not None for hit in hits],

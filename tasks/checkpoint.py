@@ -133,5 +133,38 @@ def checkpoint_callback(checkpoints: Checkpoints, *, every: int, history_before:
     return Checkpoint()
 
 
+# Dask topic rank 0 reports training rounds on; the training task follows it.
+PROGRESS_TOPIC = "mlops-training-progress"
+
+
+def progress_callback(*, total: int, updates: int = 20) -> Any:
+    """An XGBoost callback that reports every ~``total/updates`` rounds from rank 0.
+
+    It runs inside a Dask worker task; the message goes to the scheduler's event log under
+    :data:`PROGRESS_TOPIC`, where the client driving the training subscribes to it.
+    """
+    import xgboost
+    from xgboost import collective
+
+    every = max(1, total // updates)
+
+    class Progress(xgboost.callback.TrainingCallback):
+        def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+            done = epoch + 1
+            if collective.get_rank() == 0 and (done % every == 0 or done == total):
+                from distributed import get_worker
+
+                latest = {
+                    f"{data} {metric}": float(values[-1])
+                    for data, metrics in evals_log.items()
+                    for metric, values in metrics.items()
+                    if values
+                }
+                get_worker().log_event(PROGRESS_TOPIC, {"round": done, "latest": latest})
+            return False
+
+    return Progress()
+
+
 def _plain(evals_log: Any) -> History:
     return {k: {m: [float(v) for v in vs] for m, vs in d.items()} for k, d in evals_log.items()}

@@ -171,7 +171,26 @@ class StageTaskRunner(DaskTaskRunner):
         client: PrefectDaskClient = self._exit_stack.enter_context(
             PrefectDaskClient(target, **self.client_kwargs)
         )
+        # Entered after the client, so left before it closes: the report is collected
+        # through it when the stage ends.
+        self._exit_stack.enter_context(self._diagnostics(client, plan))
         return client
+
+    def _diagnostics(self, client: PrefectDaskClient, plan: StagePlan) -> Any:
+        from prefect.context import FlowRunContext
+
+        from tasks.observability import stage_diagnostics
+
+        context = FlowRunContext.get()
+        lake = (context.parameters or {}).get("lake") if context else None
+        return stage_diagnostics(
+            client,
+            stage=self.stage,
+            mode=plan.performance_report,
+            lake=lake if isinstance(lake, str) else None,
+            flow_run_id=str(context.flow_run.id) if context and context.flow_run else None,
+            logger=get_run_logger() if context is not None else self.logger,
+        )
 
     def _prepare(self) -> StagePlan:
         from prefect.context import FlowRunContext

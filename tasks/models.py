@@ -39,6 +39,8 @@ class PartitionValidation(BaseModel):
     failed: int
     unexpected_total: int
     expectations: list[ExpectationOutcome]
+    # Great Expectations' own result (its JSON form), from which the Data Docs are built.
+    gx_result: dict[str, Any] | None = None
 
 
 class ExpectationOutcome(BaseModel):
@@ -228,6 +230,9 @@ class PipelineResult(BaseModel):
     reason: str
     lake: str
     quarantined: list[str] = Field(default_factory=list)
+    # Wall time of each stage in this run, and rows by split (train, validation, test).
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+    split_rows: dict[str, int] = Field(default_factory=dict)
 
     def summary(self) -> str:
         """A few lines for a human at a terminal."""
@@ -244,6 +249,10 @@ class PipelineResult(BaseModel):
             f"champion  {self.champion or 'none'}",
             f"lake      {self.lake}",
         ]
+        if self.stage_seconds:
+            lines.append(
+                "stages    " + ", ".join(f"{k} {v:.1f} s" for k, v in self.stage_seconds.items())
+            )
         lines += [f"quarantined  {q}" for q in self.quarantined]
         return "\n".join(lines)
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from tasks.models import (
     IngestResult,
     ModelCandidate,
@@ -19,6 +23,7 @@ def pipeline_result(
     report: ValidationReport,
     candidate: ModelCandidate,
     decision: PromotionDecision,
+    stage_seconds: dict[str, float],
 ) -> PipelineResult:
     version = ingested.version
     accepted = set(report.accepted)
@@ -42,4 +47,21 @@ def pipeline_result(
         reason=decision.reason,
         lake=lake,
         quarantined=quarantined,
+        stage_seconds=stage_seconds,
+        split_rows=candidate.rows,
     )
+
+
+class StageClock:
+    """Wall time of each stage of a run, as ``with clock("ingest"): ...`` measures it."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(time.monotonic() - started, 3)

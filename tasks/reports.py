@@ -117,6 +117,68 @@ def training_report(metadata: ModelMetadata, importance: dict[str, float]) -> st
     )
 
 
+def history_rows(history: dict[str, dict[str, list[float]]], *, samples: int = 10) -> list[str]:
+    """Markdown table rows of the eval history at ~``samples`` evenly spaced rounds."""
+    columns = [(data, metric) for data, metrics in history.items() for metric in metrics]
+    if not columns:
+        return []
+    rounds = max(len(history[d][m]) for d, m in columns)
+    step = max(1, math.ceil(rounds / samples))
+    picked = sorted({*range(0, rounds, step), rounds - 1})
+    header = "| round | " + " | ".join(f"{d} {m}" for d, m in columns) + " |"
+    rule = "| --- " * (len(columns) + 1) + "|"
+
+    def cell(data: str, metric: str, i: int) -> str:
+        values = history[data][metric]
+        return f"{values[i]:.6f}" if i < len(values) else ""
+
+    body = [f"| {i + 1} | " + " | ".join(cell(d, m, i) for d, m in columns) + " |" for i in picked]
+    return [header, rule, *body]
+
+
+def training_summary(metadata: ModelMetadata, *, reused: bool) -> str:
+    """Markdown for the training-summary artifact: what training did and how long it took."""
+    how = (
+        "Reused: a version for the same data and spec was already registered."
+        if reused
+        else "Trained in this run"
+        + (
+            f", resumed from the checkpoint at round {metadata.resumed_from_round}."
+            if metadata.resumed_from_round
+            else "."
+        )
+    )
+    trained_rounds = len(next(iter(next(iter(metadata.eval_history.values()), {}).values()), []))
+    timings = ", ".join(
+        f"{k.removesuffix('_seconds')} {v:.2f} s" for k, v in metadata.timings.items()
+    )
+    return "\n".join(
+        [
+            f"# Training: {metadata.model_name} @ {metadata.version}",
+            "",
+            how,
+            "",
+            f"- dataset `{metadata.dataset}` version `{metadata.dataset_version}`",
+            f"- rows: {', '.join(f'{k} {v:,}' for k, v in metadata.rows.items())}",
+            f"- rounds: {trained_rounds} of {metadata.num_boost_round} (early stopping "
+            f"{metadata.early_stopping_rounds or 'off'}), best iteration "
+            f"{metadata.best_iteration}",
+            f"- workers: {metadata.workers}",
+            f"- timings: {timings or 'n/a'}",
+            "",
+            "## Test metrics",
+            "",
+            "| metric | test |",
+            "| --- | --- |",
+            *[f"| {k} | {v:.6f} |" for k, v in sorted(metadata.metrics.items())],
+            "",
+            "## Evaluation history",
+            "",
+            *history_rows(metadata.eval_history),
+        ]
+    )
+
+
 def report_path(lake: Lake, model: str, version: str) -> str:
     return lake.path("runs", "reports", model, version, "training.html")
 

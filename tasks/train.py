@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from typing import TYPE_CHECKING, Any
@@ -21,11 +23,13 @@ from pydantic import BaseModel
 
 from blocks.registry import ModelRegistry
 from tasks.checkpoint import (
+    PROGRESS_TOPIC,
     Checkpoints,
     History,
     best_round,
     checkpoint_callback,
     merge_history,
+    progress_callback,
     stopped_early,
 )
 from tasks.cluster import stage_client
@@ -38,6 +42,7 @@ from tasks.models import (
     ModelMetadata,
     ValidationReport,
 )
+from tasks.observability import StageProgress
 from tasks.retries import IO_RETRIES, TRAINING_RETRIES
 from tasks.spec import DatasetSpec, stable_hash
 from tasks.storage import storage_options
@@ -292,11 +297,13 @@ def train_distributed(
     early_stopping_rounds: int | None,
     checkpoints: Checkpoints | None = None,
     checkpoint_every: int = 10,
+    report_progress: bool = False,
 ) -> TrainedModel:
     """Train with xgboost.dask on the client's cluster and evaluate on the test split.
 
     With ``checkpoints``, the booster is saved every ``checkpoint_every`` rounds, and a
     training that finds a checkpoint continues from it (``xgb_model=``) instead of round 0.
+    With ``report_progress``, rank 0 reports rounds on ``PROGRESS_TOPIC``.
     """
     from xgboost import dask as dxgb
 
@@ -333,6 +340,8 @@ def train_distributed(
             if checkpoints
             else []
         )
+        if report_progress:
+            callbacks.append(progress_callback(total=num_boost_round))
         output = dxgb.train(
             client,
             params,
@@ -457,6 +466,7 @@ def train_and_register(
         early_stopping_rounds=spec.training.early_stopping_rounds,
         checkpoints=checkpoints,
         checkpoint_every=spec.training.checkpoint_every,
+        report_progress=True,
     )
     metadata = ModelMetadata(
         model_name=spec.name,
@@ -541,4 +551,28 @@ def train_model_task(
         # XGBoost trains on the workers present when it starts; a replaced worker must be
         # back first, or the retry would train on fewer (and lose their share of the data).
         client.wait_for_workers(workers, timeout=worker_timeout)
-        return train_and_register(client, spec=spec, lake=Lake(lake), version=version, plan=plan)
+        with follow_training(client, spec):
+            return train_and_register(
+                client, spec=spec, lake=Lake(lake), version=version, plan=plan
+            )
+
+
+@contextmanager
+def follow_training(client: Client, spec: DatasetSpec) -> Iterator[None]:
+    """A progress artifact of the training rounds, fed by rank 0's progress callback."""
+    progress = StageProgress(
+        stage="train", dataset=spec.name, total=spec.training.num_boost_round, unit="rounds"
+    )
+
+    def on_round(event: tuple[float, dict[str, Any]]) -> None:
+        message = event[1]
+        detail = ", ".join(f"{k} {v:.4f}" for k, v in sorted(message["latest"].items()))
+        progress.update(int(message["round"]), detail)
+
+    client.subscribe_topic(PROGRESS_TOPIC, on_round)
+    try:
+        yield
+        # Early stopping ends before the last round: the training is done all the same.
+        progress.update(progress.total, "finished")
+    finally:
+        client.unsubscribe_topic(PROGRESS_TOPIC)

@@ -35,11 +35,15 @@ if TYPE_CHECKING:
     from great_expectations.core.batch_definition import BatchDefinition
     from great_expectations.core.expectation_suite import ExpectationSuite
 
+# Bumped when PartitionValidation gains what older cached results lack (2: GX's own result).
+RESULT_FORMAT = 2
+
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
 
 
-def _expectation(config: ExpectationSpec) -> Any:
+def expectation(config: ExpectationSpec) -> Any:
+    """The GX expectation object for one configured expectation."""
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
     return ExpectationConfiguration(
@@ -53,7 +57,7 @@ def check_expectations(spec: DatasetSpec, *, source: str = "<spec>") -> None:
     problems = []
     for i, config in enumerate(spec.expectations):
         try:
-            _expectation(config)
+            expectation(config)
         except Exception as err:  # GX raises several unrelated types for a bad config
             detail = " ".join(str(err).split())
             problems.append(f"{source}: expectations.{i} ({config.type}): {detail}")
@@ -93,7 +97,7 @@ def _gx_batch_and_suite(
 
             suite = gx.ExpectationSuite(name=f"suite-{key}")
             for config in expectations:
-                suite.add_expectation(_expectation(config))
+                suite.add_expectation(expectation(config))
             suites[key] = suite
         return _state["batch"], suites[key]
 
@@ -148,6 +152,7 @@ def validate_frame(
         failed=sum(not o.success for o in outcomes),
         unexpected_total=sum(o.unexpected_count or 0 for o in outcomes if not o.success),
         expectations=outcomes,
+        gx_result=result.to_json_dict(),
     )
 
 
@@ -275,6 +280,36 @@ def report_table(report: ValidationReport) -> list[dict[str, Any]]:
     ]
 
 
+def expectation_table(report: ValidationReport) -> list[dict[str, Any]]:
+    """Rows for the Prefect table artifact: one per expectation, over all partitions."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for partition in report.partitions:
+        name = partition.source_uri.rsplit("/", 1)[-1]
+        for o in partition.expectations:
+            row = rows.setdefault(
+                (o.type, o.column or ""),
+                {
+                    "expectation": o.type,
+                    "column": o.column or "",
+                    "partitions": 0,
+                    "failed": 0,
+                    "unexpected": 0,
+                    "failed in": [],
+                },
+            )
+            row["partitions"] += 1
+            if not o.success:
+                row["failed"] += 1
+                row["unexpected"] += o.unexpected_count or 0
+                row["failed in"].append(name)
+    return [
+        {**row, "failed in": ", ".join(row["failed in"])}
+        for row in sorted(
+            rows.values(), key=lambda r: (-r["failed"], r["expectation"], r["column"])
+        )
+    ]
+
+
 # Tasks ---------------------------------------------------------------------------------------
 @task(name="check-expectations")
 def check_expectations_task(spec: DatasetSpec) -> None:
@@ -290,7 +325,11 @@ def validation_identity(inputs: Mapping[str, Any]) -> dict[str, Any]:
     """
     partition: PartitionRef = inputs["partition"]
     spec: DatasetSpec = inputs["spec"]
-    return {"partition": partition.partition_id, "suite": spec.expectations_hash()}
+    return {
+        "partition": partition.partition_id,
+        "suite": spec.expectations_hash(),
+        "format": RESULT_FORMAT,
+    }
 
 
 VALIDATE_CACHE = ContentKey(identity=validation_identity)

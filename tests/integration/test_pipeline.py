@@ -57,28 +57,6 @@ def test_pipeline_twice_then_with_one_new_file(
     assert not [f for f in lake_files(lake) if "/.tmp-" in f]
 
 
-def test_defective_files_are_quarantined_while_the_rest_trains(
-    demo_spec: str, defect_source: Path, lake: str, dask_client: Any
-) -> None:
-    # On the session's cluster as an existing scheduler (saves a cluster start per stage;
-    # the first test above runs each stage on its own LocalCluster, as `make run` does).
-    cluster = dask_client.scheduler.address
-    result = ml_pipeline(spec=demo_spec, source=str(defect_source), lake=lake, cluster=cluster)
-    assert (result.partitions_total, result.partitions_accepted, result.partitions_quarantined) == (
-        8,
-        4,
-        4,
-    )
-    assert result.promoted and result.metrics["roc_auc"] > 0.75
-    reasons = "\n".join(result.quarantined)
-    assert "customers-0001.csv.gz: column 'age': cannot cast text to int" in reasons
-    assert "customers-0002.parquet: failed 2 of" in reasons
-    assert "customers-0003.csv: missing column(s) 'monthly_charges'" in reasons
-    assert "customers-0004.csv.gz: file is truncated or corrupt" in reasons
-    quarantine = Path(lake) / "datasets" / "customers" / "quarantine"
-    assert len(list(quarantine.glob("*.json"))) == 4
-
-
 def test_bad_input_fails_clearly_before_touching_anything(
     demo_spec: str, spec_variant, demo_source: Path, tmp_path: Path, lake: str
 ) -> None:
@@ -102,7 +80,9 @@ def test_bad_input_fails_clearly_before_touching_anything(
 def test_failed_runs_never_touch_the_champion(
     demo_spec: str, spec_variant, demo_source: Path, tmp_path: Path, lake: str, dask_client: Any
 ) -> None:
-    cluster = dask_client.scheduler.address  # see test_defective_files_...
+    # On the session's cluster as an existing scheduler (saves a cluster start per stage;
+    # the first test above runs each stage on its own LocalCluster, as `make run` does).
+    cluster = dask_client.scheduler.address
     good = ml_pipeline(spec=demo_spec, source=str(demo_source), lake=lake, cluster=cluster)
     registry = ModelRegistry(lake=lake)
     aliases = (Path(lake) / "models" / "customers" / "aliases.json").read_bytes()

@@ -1,0 +1,124 @@
+"""Great Expectations Data Docs for a validation report, written into the lake.
+
+Partitions are validated on Dask workers, each in its own ephemeral GX context, and their
+results travel back as JSON (``PartitionValidation.gx_result``). Here, in one process, they
+are put into a GX context's validation results store and rendered by GX's own site builder,
+so the pages are the Data Docs GX users know. The site lives at
+``<lake>/runs/data-docs/<dataset>/``: its ``index.html`` lists the latest validated version;
+each version's pages stay under ``validations/``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import UTC
+from typing import Any
+
+from prefect import task
+
+from tasks.lake import Lake
+from tasks.models import ValidationReport
+from tasks.retries import IO_RETRIES
+from tasks.spec import DatasetSpec, ExpectationSpec
+from tasks.validate import expectation
+
+SITE = "lake"
+# Shipped with GX and identical in every build: uploaded once per site.
+STATIC_MARKER = "static/styles/data_docs_default_styles.css"
+
+
+def site_path(lake: Lake, dataset: str, *parts: str) -> str:
+    return lake.path("runs", "data-docs", dataset, *parts)
+
+
+def build_site(
+    report: ValidationReport, expectations: list[ExpectationSpec], directory: str
+) -> list[str]:
+    """Render the report's partition results, and the suite they were validated against
+    (``expectations``), as a GX Data Docs site in ``directory``.
+
+    Returns the site's files, relative to ``directory``. Partitions whose cached result
+    carries no GX result (none do since format 2) are left out.
+    """
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResultSchema,
+    )
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    context = gx.get_context(
+        mode="ephemeral",
+        project_config=DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(),
+            analytics_enabled=False,
+            progress_bars=ProgressBarsConfig(globally=False),
+            data_docs_sites={
+                SITE: {
+                    "class_name": "SiteBuilder",
+                    "show_how_to_buttons": False,
+                    "store_backend": {
+                        "class_name": "TupleFilesystemStoreBackend",
+                        "base_directory": directory,
+                    },
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                }
+            },
+        ),
+    )
+    # Named as the workers named it (tasks/validate.py), so result pages link to its page.
+    suite = gx.ExpectationSuite(name=f"suite-{report.expectations_hash}")
+    for config in expectations:
+        suite.add_expectation(expectation(config))
+    context.suites.add(suite)
+    schema = ExpectationSuiteValidationResultSchema()
+    run_time = report.created_at.astimezone(UTC)
+    run_id = RunIdentifier(run_name=f"{report.dataset}-{report.dataset_version}", run_time=run_time)
+    for partition in report.partitions:
+        if partition.gx_result is None:
+            continue
+        result: Any = schema.load(partition.gx_result)
+        # Named after the landing file: that is what an operator looks for in the index.
+        batch = partition.source_uri.rsplit("/", 1)[-1] + "-" + partition.partition_id[:12]
+        key = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=result.suite_name),
+            run_id=run_id,
+            batch_identifier=batch,
+        )
+        context.validation_results_store.set(key, result)
+    context.build_data_docs(site_names=[SITE])
+    return sorted(
+        os.path.relpath(os.path.join(root, name), directory)
+        for root, _dirs, names in os.walk(directory)
+        for name in names
+    )
+
+
+def write_data_docs(report: ValidationReport, spec: DatasetSpec, lake: Lake) -> str:
+    """Build the report's Data Docs and copy them into the lake; the index page's URI."""
+    with tempfile.TemporaryDirectory(prefix="mlops-data-docs-") as directory:
+        files = build_site(report, spec.all_expectations(), directory)
+        has_static = lake.exists(site_path(lake, report.dataset, STATIC_MARKER))
+        # The index last: it links pages that must already be there.
+        for relative in sorted(files, key=lambda f: f == "index.html"):
+            if relative.startswith("static/") and has_static:
+                continue
+            with open(os.path.join(directory, relative), "rb") as fh:
+                lake.write_bytes(site_path(lake, report.dataset, relative), fh.read())
+    return lake.url_of(site_path(lake, report.dataset, "index.html"))
+
+
+@task(name="write-data-docs", **IO_RETRIES)
+def write_data_docs_task(*, report: ValidationReport, spec: DatasetSpec, lake: str) -> str:
+    """Great Expectations Data Docs of this validation, in the lake; the index's URI."""
+    return write_data_docs(report, spec, Lake(lake))
