@@ -15,12 +15,17 @@ CLUSTER ?= local
 # Keep this checkout's Prefect state (ephemeral API database) inside the checkout.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: run test lint typecheck demo-data clean help
+# `make bench`: data sizes and repetitions (medians are reported).
+BENCH_SIZES ?= 1M,2M,4M,8M
+BENCH_REPEATS ?= 3
+
+.PHONY: run test lint typecheck demo-data bench clean help
 
 help:
 	@echo "make run   - generate demo data (once) and run the whole pipeline on it"
 	@echo "make test  - run the test suite"
 	@echo "make lint  - ruff and mypy"
+	@echo "make bench - the pipeline vs a plain script at $(BENCH_SIZES) rows (long: see README)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +50,10 @@ run: $(VENV)/.run-installed $(SOURCE)
 
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.run-installed
+	$(BIN)/python -m benchmarks.run --sizes $(BENCH_SIZES) --repeats $(BENCH_REPEATS) \
+		--work $(DATA)/bench --out $(DATA)/bench/results.json
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

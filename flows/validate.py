@@ -64,7 +64,9 @@ def validate_flow(
     publish_validation_report(report)
     logger = run_logger("validate", dataset=dataset.name, dataset_version=version.version)
     # The docs show the report; failing to render them must not fail the validation.
-    docs = write_data_docs_task(report=report, spec=dataset, lake=lake, return_state=True)
+    docs = write_data_docs_task(
+        report=report, spec=dataset, version=version, lake=lake, return_state=True
+    )
     if docs.is_completed():
         publish_link(
             key=artifact_key("data-docs", dataset.name),

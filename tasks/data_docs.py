@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import task
 
 from tasks.lake import Lake
-from tasks.models import ValidationReport
+from tasks.models import DatasetVersion, ValidationReport
 from tasks.retries import IO_RETRIES
 from tasks.spec import DatasetSpec, ExpectationSpec
 from tasks.validate import expectation
@@ -33,7 +33,11 @@ def site_path(lake: Lake, dataset: str, *parts: str) -> str:
 
 
 def build_site(
-    report: ValidationReport, expectations: list[ExpectationSpec], directory: str
+    report: ValidationReport,
+    expectations: list[ExpectationSpec],
+    directory: str,
+    *,
+    version_time: datetime,
 ) -> list[str]:
     """Render the report's partition results, and the suite they were validated against
     (``expectations``), as a GX Data Docs site in ``directory``.
@@ -82,8 +86,11 @@ def build_site(
         suite.add_expectation(expectation(config))
     context.suites.add(suite)
     schema = ExpectationSuiteValidationResultSchema()
-    run_time = report.created_at.astimezone(UTC)
-    run_id = RunIdentifier(run_name=f"{report.dataset}-{report.dataset_version}", run_time=run_time)
+    # Pages are keyed by the dataset version (and the suite), not by the run: a re-run of
+    # the same version rewrites the same pages instead of adding a copy.
+    run_id = RunIdentifier(
+        run_name=f"{report.dataset}-{report.dataset_version}", run_time=version_time
+    )
     for partition in report.partitions:
         if partition.gx_result is None:
             continue
@@ -104,10 +111,17 @@ def build_site(
     )
 
 
-def write_data_docs(report: ValidationReport, spec: DatasetSpec, lake: Lake) -> str:
+def write_data_docs(
+    report: ValidationReport, spec: DatasetSpec, version: DatasetVersion, lake: Lake
+) -> str:
     """Build the report's Data Docs and copy them into the lake; the index page's URI."""
     with tempfile.TemporaryDirectory(prefix="mlops-data-docs-") as directory:
-        files = build_site(report, spec.all_expectations(), directory)
+        files = build_site(
+            report,
+            spec.all_expectations(),
+            directory,
+            version_time=version.created_at.astimezone(UTC),
+        )
         has_static = lake.exists(site_path(lake, report.dataset, STATIC_MARKER))
         # The index last: it links pages that must already be there.
         for relative in sorted(files, key=lambda f: f == "index.html"):
@@ -119,6 +133,8 @@ def write_data_docs(report: ValidationReport, spec: DatasetSpec, lake: Lake) -> 
 
 
 @task(name="write-data-docs", **IO_RETRIES)
-def write_data_docs_task(*, report: ValidationReport, spec: DatasetSpec, lake: str) -> str:
+def write_data_docs_task(
+    *, report: ValidationReport, spec: DatasetSpec, version: DatasetVersion, lake: str
+) -> str:
     """Great Expectations Data Docs of this validation, in the lake; the index's URI."""
-    return write_data_docs(report, spec, Lake(lake))
+    return write_data_docs(report, spec, version, Lake(lake))

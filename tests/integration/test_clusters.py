@@ -207,5 +207,5 @@ def test_a_saved_cluster_block_is_used_by_name(
     result = ingest_flow(spec=demo_spec, source=str(demo_source), lake=lake, cluster="one-worker")
     assert len(result.version.partitions) == 4
     # The stage's own cluster parameter named the block; the block allows one worker.
-    planned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Stage ")]
+    planned = [r.getMessage() for r in caplog.records if " worker(s) for " in r.getMessage()]
     assert planned == ["Stage ingest: local cluster, 1 worker(s) for ? partition(s)"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -183,11 +184,14 @@ def test_expectation_table_counts_failures_per_expectation_over_partitions() -> 
 
 
 def test_data_docs_site_has_a_page_per_validated_partition_and_the_suite(tmp_path: Path) -> None:
-    files = build_site(report(), EXPECTATIONS, str(tmp_path))
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    files = build_site(report(), EXPECTATIONS, str(tmp_path), version_time=when)
     pages = [f for f in files if f.startswith("validations/")]
     # The partition cached before GX results were kept has no page; the others do.
     assert sorted(Path(p).name.split("-p-")[0] for p in pages) == ["bad.csv", "good.csv"]
     assert "index.html" in files and "expectations/suite-k1.html" in files
+    # Keyed by the dataset version and its time: a re-run rewrites the same pages.
+    assert all(p.startswith("validations/suite-k1/d-v1/20260102T030405") for p in pages)
     index = (tmp_path / "index.html").read_text()
     assert all(p in index for p in pages)
     bad = next(p for p in pages if "bad.csv" in p)

@@ -1,0 +1,1 @@
+"""Benchmarks: the pipeline side by side with a plain script (``make bench``)."""
