@@ -13,6 +13,7 @@ Save one with ``DaskClusterConfig(mode="kubernetes", image=...).save("prod")`` a
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, cast
@@ -32,6 +33,18 @@ Stage = Literal["ingest", "validate", "train", "promote"]
 ELASTIC_STAGES: frozenset[str] = frozenset({"ingest", "validate"})
 SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls)://[^\s/:]+:\d{1,5}$")
 RFC1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def default_performance_report() -> PerformanceReportMode:
+    """``MLOPS_DASK_PERFORMANCE_REPORT`` (cdn, inline, off), else cdn: switches the reports
+    for every run on a machine without editing its cluster blocks (collecting one costs the
+    scheduler about a second per stage)."""
+    value = os.environ.get("MLOPS_DASK_PERFORMANCE_REPORT", "cdn").strip().lower()
+    if value not in ("cdn", "inline", "off"):
+        raise ClusterError(
+            f"MLOPS_DASK_PERFORMANCE_REPORT must be cdn, inline or off, not {value!r}"
+        )
+    return cast(PerformanceReportMode, value)
 
 
 @dataclass(frozen=True)
@@ -63,9 +76,10 @@ class DaskClusterConfig(Block):
 
     mode: ClusterMode = Field("local", description="local, address or kubernetes.")
     performance_report: PerformanceReportMode = Field(
-        "cdn",
+        default_factory=lambda: default_performance_report(),
         description="Dask performance report per stage in <lake>/runs/reports/dask: cdn "
-        "(small, the page loads Bokeh from its CDN), inline (self-contained, ~1 MB more), off.",
+        "(small, the page loads Bokeh from its CDN), inline (self-contained, ~1 MB more), off. "
+        "Default: $MLOPS_DASK_PERFORMANCE_REPORT, else cdn.",
     )
     address: str | None = Field(
         None, description="Scheduler address for mode 'address', e.g. tcp://10.0.0.5:8786."

@@ -11,6 +11,7 @@ each version's pages stay under ``validations/``.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from datetime import UTC, datetime
 from typing import Any
@@ -24,8 +25,6 @@ from tasks.spec import DatasetSpec, ExpectationSpec
 from tasks.validate import expectation
 
 SITE = "lake"
-# Shipped with GX and identical in every build: uploaded once per site.
-STATIC_MARKER = "static/styles/data_docs_default_styles.css"
 
 
 def site_path(lake: Lake, dataset: str, *parts: str) -> str:
@@ -111,6 +110,19 @@ def build_site(
     )
 
 
+def site_files(directory: str, files: list[str]) -> list[str]:
+    """What the lake needs of a built site: its pages, the static assets they reference
+    (GX ships megabytes of images and fonts for features these pages do not use; styles
+    and scripts come from CDNs), and the index last, as it links pages that must exist."""
+    pages = [f for f in files if f.endswith(".html")]
+    referenced: set[str] = set()
+    for page in pages:
+        with open(os.path.join(directory, page), encoding="utf-8") as fh:
+            referenced.update(re.findall(r"static/[\w./-]+", fh.read()))
+    assets = sorted(f for f in files if f in referenced)
+    return assets + sorted(pages, key=lambda f: (f == "index.html", f))
+
+
 def write_data_docs(
     report: ValidationReport, spec: DatasetSpec, version: DatasetVersion, lake: Lake
 ) -> str:
@@ -122,13 +134,13 @@ def write_data_docs(
             directory,
             version_time=version.created_at.astimezone(UTC),
         )
-        has_static = lake.exists(site_path(lake, report.dataset, STATIC_MARKER))
-        # The index last: it links pages that must already be there.
-        for relative in sorted(files, key=lambda f: f == "index.html"):
-            if relative.startswith("static/") and has_static:
+        for relative in site_files(directory, files):
+            target = site_path(lake, report.dataset, relative)
+            # Static assets never change: written once per site.
+            if relative.startswith("static/") and lake.exists(target):
                 continue
             with open(os.path.join(directory, relative), "rb") as fh:
-                lake.write_bytes(site_path(lake, report.dataset, relative), fh.read())
+                lake.write_bytes(target, fh.read())
     return lake.url_of(site_path(lake, report.dataset, "index.html"))
 
 

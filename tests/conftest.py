@@ -18,6 +18,9 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+# A Dask performance report costs the scheduler about a second per stage, and the suite
+# runs hundreds of stages: only the tests of the reports turn them on (monkeypatch).
+os.environ.setdefault("MLOPS_DASK_PERFORMANCE_REPORT", "off")
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_SPEC = REPO / "datasets" / "demo.yaml"

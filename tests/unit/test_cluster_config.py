@@ -171,3 +171,19 @@ def test_a_port_that_is_not_a_dask_scheduler_is_a_clear_error() -> None:
 @pytest.mark.timeout(60)
 def test_a_running_scheduler_passes_the_check(dask_client) -> None:  # type: ignore[no-untyped-def]
     check_scheduler(dask_client.scheduler.address, timeout=10)
+
+
+def test_performance_reports_default_to_cdn_and_follow_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MLOPS_DASK_PERFORMANCE_REPORT", raising=False)
+    assert plan(DaskClusterConfig(), "train", 4).performance_report == "cdn"
+    monkeypatch.setenv("MLOPS_DASK_PERFORMANCE_REPORT", "Inline")
+    assert plan(DaskClusterConfig(), "train", 4).performance_report == "inline"
+    # A block's own setting wins over the environment.
+    assert plan(DaskClusterConfig(performance_report="off"), "ingest", 4).performance_report == (
+        "off"
+    )
+    monkeypatch.setenv("MLOPS_DASK_PERFORMANCE_REPORT", "sometimes")
+    with pytest.raises(ClusterError, match="must be cdn, inline or off, not 'sometimes'"):
+        DaskClusterConfig()

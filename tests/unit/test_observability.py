@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from deployments.progress import ProgressDisplay, render
-from tasks.data_docs import build_site
+from tasks.data_docs import build_site, site_files
 from tasks.models import PipelineResult, ValidationReport
 from tasks.observability import ProgressUpdate, run_metrics, stage_table
 from tasks.reports import history_rows, training_summary
@@ -194,5 +194,8 @@ def test_data_docs_site_has_a_page_per_validated_partition_and_the_suite(tmp_pat
     assert all(p.startswith("validations/suite-k1/d-v1/20260102T030405") for p in pages)
     index = (tmp_path / "index.html").read_text()
     assert all(p in index for p in pages)
+    wanted = site_files(str(tmp_path), files)
+    assert wanted[-1] == "index.html" and "static/images/favicon.ico" in wanted
+    assert not [f for f in wanted if f.endswith((".gif", ".otf"))]
     bad = next(p for p in pages if "bad.csv" in p)
     assert "2 unexpected values found" in re.sub(r"\s+", " ", (tmp_path / bad).read_text())
