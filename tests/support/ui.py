@@ -39,13 +39,20 @@ def start_custom_run(page: Any, ui_url: str, deployment_id: str, params: dict[st
         field = page.get_by_role("textbox", name=_field_name(name))
         field.fill(value)
         expect(field).to_have_value(value)
-    with page.expect_response(
-        lambda r: (
-            r.request.method == "POST" and f"/deployments/{deployment_id}/create_flow_run" in r.url
-        )
-    ) as created:
-        page.get_by_role("button", name="Submit", exact=True).click()
-    response = created.value
+    # 503 is the server saying "busy, try again" (its SQLite database locked by the worker
+    # and the triggered runs of earlier tests): a user would click Submit again, so do we.
+    for attempt in range(3):
+        with page.expect_response(
+            lambda r: (
+                r.request.method == "POST"
+                and f"/deployments/{deployment_id}/create_flow_run" in r.url
+            )
+        ) as created:
+            page.get_by_role("button", name="Submit", exact=True).click()
+        response = created.value
+        if response.status != 503 or attempt == 2:
+            break
+        page.wait_for_timeout(2_000 * (attempt + 1))
     if not response.ok:
         raise RuntimeError(f"the UI could not create the run: {response.status} {response.text()}")
     return str(response.json()["id"])
