@@ -66,7 +66,11 @@ def parse_size(text: str) -> int:
 
 def tree_rss(process: psutil.Process) -> int:
     total = 0
-    for p in [process, *process.children(recursive=True)]:
+    try:
+        processes = [process, *process.children(recursive=True)]
+    except psutil.Error:  # it (or a child) exited between two calls
+        return 0
+    for p in processes:
         with suppress(psutil.Error):
             total += p.memory_info().rss
     return total
@@ -217,6 +221,11 @@ def bench_size(rows: int, *, repeats: int, work: Path, env: dict[str, str]) -> d
             "pipeline": samples["b"][0].output["metrics"]["roc_auc"],
         },
         "samples": {k: [m.seconds for m in v] for k, v in samples.items()},
+        # Where the pipeline's time went (its own stage clock), for each run kind.
+        "stage_seconds": {
+            k: samples[k][0].output.get("stage_seconds", {}) for k in ("b", "c", "d")
+        },
+        "baseline_timings": samples["a"][0].output["timings"],
     }
 
 
