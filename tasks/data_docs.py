@@ -22,7 +22,7 @@ from tasks.lake import Lake
 from tasks.models import DatasetVersion, ValidationReport
 from tasks.retries import IO_RETRIES
 from tasks.spec import DatasetSpec, ExpectationSpec
-from tasks.validate import expectation
+from tasks.validate import ephemeral_context, expectation
 
 SITE = "lake"
 
@@ -44,40 +44,28 @@ def build_site(
     Returns the site's files, relative to ``directory``. Partitions whose cached result
     carries no GX result (none do since format 2) are left out.
     """
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.core.expectation_validation_result import (
         ExpectationSuiteValidationResultSchema,
     )
     from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
     from great_expectations.data_context.types.resource_identifiers import (
         ExpectationSuiteIdentifier,
         ValidationResultIdentifier,
     )
 
-    context = gx.get_context(
-        mode="ephemeral",
-        project_config=DataContextConfig(
-            store_backend_defaults=InMemoryStoreBackendDefaults(),
-            analytics_enabled=False,
-            progress_bars=ProgressBarsConfig(globally=False),
-            data_docs_sites={
-                SITE: {
-                    "class_name": "SiteBuilder",
-                    "show_how_to_buttons": False,
-                    "store_backend": {
-                        "class_name": "TupleFilesystemStoreBackend",
-                        "base_directory": directory,
-                    },
-                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-                }
-            },
-        ),
+    context = ephemeral_context(
+        {
+            SITE: {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": directory,
+                },
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            }
+        }
     )
     # Named as the workers named it (tasks/validate.py), so result pages link to its page.
     suite = gx.ExpectationSuite(name=f"suite-{report.expectations_hash}")

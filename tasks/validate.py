@@ -65,28 +65,34 @@ def check_expectations(spec: DatasetSpec, *, source: str = "<spec>") -> None:
         raise SpecError("invalid expectation(s)\n  " + "\n  ".join(problems))
 
 
+def ephemeral_context(data_docs_sites: dict[str, Any] | None = None) -> Any:
+    """A GX context held in memory: no project folder, no analytics, no progress bars."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    return gx.get_context(
+        mode="ephemeral",
+        project_config=DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(),
+            analytics_enabled=False,
+            progress_bars=ProgressBarsConfig(globally=False),
+            data_docs_sites=data_docs_sites,
+        ),
+    )
+
+
 def _gx_batch_and_suite(
     expectations: list[ExpectationSpec], key: str
 ) -> tuple[BatchDefinition, ExpectationSuite]:
     """This process's GX context and the suite for ``key``, built once and reused."""
     with _lock:
         if "context" not in _state:
-            os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-            import great_expectations as gx
-            from great_expectations.data_context.types.base import (
-                DataContextConfig,
-                InMemoryStoreBackendDefaults,
-                ProgressBarsConfig,
-            )
-
-            context = gx.get_context(
-                mode="ephemeral",
-                project_config=DataContextConfig(
-                    store_backend_defaults=InMemoryStoreBackendDefaults(),
-                    analytics_enabled=False,
-                    progress_bars=ProgressBarsConfig(globally=False),
-                ),
-            )
+            context = ephemeral_context()
             asset = context.data_sources.add_pandas("partitions").add_dataframe_asset("partition")
             _state["context"] = context
             _state["batch"] = asset.add_batch_definition_whole_dataframe("whole")
