@@ -97,6 +97,12 @@ class DaskClusterConfig(Block):
     memory_per_worker: str = Field(
         "4GiB", description="Memory limit of each worker, e.g. 4GiB; also used for sizing."
     )
+    pack_local_training: bool = Field(
+        True,
+        description="Local mode: train on one worker process with every core and the memory "
+        "of the workers training was sized for (XGBoost's threads beat one-thread processes "
+        "that must AllReduce on one machine). Off: one process per sized worker.",
+    )
     adaptive: bool = Field(
         True,
         description="Let ingest and validate release idle workers (training is always fixed).",
@@ -262,6 +268,15 @@ class DaskClusterConfig(Block):
             )
         if self.mode == "local":
             scheduler_kwargs = {"idle_timeout": self.idle_timeout} if self.idle_timeout else {}
+            threads = threads_per_worker(
+                workers=workers, cpus=cpus, configured=self.threads_per_worker
+            )
+            memory: int | str = self.memory_per_worker
+            if stage == "train" and self.pack_local_training and workers > 1:
+                # Local workers share one machine's cores and memory anyway: one process with
+                # all of them trains faster (no inter-process AllReduce, one histogram per
+                # node) and holds the same data within the same total memory budget.
+                threads, memory, workers = threads * workers, self.memory_bytes * workers, 1
             return StagePlan(
                 mode="local",
                 name=name,
@@ -272,10 +287,8 @@ class DaskClusterConfig(Block):
                 cluster_kwargs={
                     "name": name,
                     "n_workers": workers,
-                    "threads_per_worker": threads_per_worker(
-                        workers=workers, cpus=cpus, configured=self.threads_per_worker
-                    ),
-                    "memory_limit": self.memory_per_worker,
+                    "threads_per_worker": threads,
+                    "memory_limit": memory,
                     "processes": True,
                     "dashboard_address": ":0",
                     "env": {**runtime_env, **self.env},

@@ -186,9 +186,11 @@ def prepare_frame(frame: pd.DataFrame, layout: FeatureLayout) -> pd.DataFrame:
     target = frame[layout.target]
     if layout.classes is not None:
         index = {c: i for i, c in enumerate(layout.classes)}
-        out[LABEL_COLUMN] = (
-            target.astype("object").map(lambda v: index.get(class_name(v), -1)).astype("int32")
-        )
+        # Name each distinct value once, not each row (a per-row lambda was half the cost
+        # of preparing a partition).
+        codes, uniques = pd.factorize(target)
+        lookup = np.array([index.get(class_name(v), -1) for v in uniques], dtype="int32")
+        out[LABEL_COLUMN] = lookup[codes] if len(lookup) else np.full(len(codes), -1, "int32")
         out = out[out[LABEL_COLUMN] >= 0]  # a class unknown to this model cannot be scored
     else:
         out[LABEL_COLUMN] = pd.to_numeric(target).astype("float64")

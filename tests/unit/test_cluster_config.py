@@ -122,12 +122,30 @@ def test_local_plan_follows_the_partition_count_within_the_cores() -> None:
 
 
 @pytest.mark.timeout(10)
+def test_local_training_is_packed_into_one_worker_with_every_core_and_the_sized_memory() -> None:
+    config = DaskClusterConfig(max_workers=4, memory_per_worker="2GiB")
+    packed = plan(config, "train", 8, cpus=4)
+    assert packed.workers == packed.wait_for_workers == 1
+    assert packed.cluster_kwargs["n_workers"] == 1
+    assert packed.cluster_kwargs["threads_per_worker"] == 4
+    assert packed.cluster_kwargs["memory_limit"] == 4 * 2**31
+    # The other stages, and training with packing off, keep one process per sized worker.
+    assert plan(config, "validate", 8, cpus=4).cluster_kwargs["n_workers"] == 4
+    spread = plan(config.model_copy(update={"pack_local_training": False}), "train", 8, cpus=4)
+    assert spread.cluster_kwargs["n_workers"] == 4
+    assert spread.cluster_kwargs["threads_per_worker"] == 1
+    # Elsewhere the workers are separate machines: training stays distributed.
+    kube = plan(config.model_copy(update={"mode": "kubernetes"}), "train", 8, cpus=4)
+    assert kube.workers == 4
+
+
+@pytest.mark.timeout(10)
 def test_only_ingest_and_validate_are_adaptive() -> None:
     config = DaskClusterConfig(min_workers=1, max_workers=4)
     for stage in ("ingest", "validate"):
         assert plan(config, stage, 8, cpus=4).adapt_kwargs == {"minimum": 1, "maximum": 4}
     for stage in ("train", "promote"):
-        fixed = plan(config, stage, 8, cpus=4)
+        fixed = plan(config.model_copy(update={"pack_local_training": False}), stage, 8, cpus=4)
         assert fixed.adapt_kwargs == {}
         # XGBoost is not elastic: training waits for every planned worker.
         assert fixed.wait_for_workers == fixed.workers == 4
