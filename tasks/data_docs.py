@@ -10,9 +10,11 @@ each version's pages stay under ``validations/``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +24,7 @@ from tasks.lake import Lake
 from tasks.models import DatasetVersion, ValidationReport
 from tasks.retries import IO_RETRIES
 from tasks.spec import DatasetSpec, ExpectationSpec
-from tasks.validate import ephemeral_context, expectation
+from tasks.validate import ephemeral_context, expectation, gx_version
 
 SITE = "lake"
 
@@ -111,10 +113,33 @@ def site_files(directory: str, files: list[str]) -> list[str]:
     return assets + sorted(pages, key=lambda f: (f == "index.html", f))
 
 
+def docs_digest(report: ValidationReport, spec: DatasetSpec, version: DatasetVersion) -> str:
+    """Everything the pages are rendered from: the same digest means the same pages."""
+    parts = [
+        # Not when the report was written: a re-run's report differs only in that.
+        report.model_dump_json(exclude={"created_at"}),
+        spec.expectations_hash(),
+        version.created_at.isoformat(),
+        gx_version(),
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def write_data_docs(
     report: ValidationReport, spec: DatasetSpec, version: DatasetVersion, lake: Lake
 ) -> str:
-    """Build the report's Data Docs and copy them into the lake; the index page's URI."""
+    """Build the report's Data Docs and copy them into the lake; the index page's URI.
+
+    A site already rendered from the same report is left as it is (a re-run with nothing
+    new then skips GX altogether).
+    """
+    index = site_path(lake, report.dataset, "index.html")
+    marker = site_path(lake, report.dataset, "rendered.json")
+    digest = docs_digest(report, spec, version)
+    if lake.exists(marker) and lake.exists(index):
+        with suppress(ValueError, KeyError, TypeError):
+            if lake.read_json(marker)["digest"] == digest:
+                return lake.url_of(index)
     with tempfile.TemporaryDirectory(prefix="mlops-data-docs-") as directory:
         files = build_site(
             report,
@@ -129,7 +154,9 @@ def write_data_docs(
                 continue
             with open(os.path.join(directory, relative), "rb") as fh:
                 lake.write_bytes(target, fh.read())
-    return lake.url_of(site_path(lake, report.dataset, "index.html"))
+    # Written last: a site interrupted half-way is rendered again next time.
+    lake.write_json(marker, {"digest": digest, "dataset_version": version.version})
+    return lake.url_of(index)
 
 
 @task(name="write-data-docs", **IO_RETRIES)

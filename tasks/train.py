@@ -395,8 +395,6 @@ def plan_training(
     *, spec: DatasetSpec, version: DatasetVersion, report: ValidationReport
 ) -> TrainingPlan:
     """What to train on and the content-addressed id the model will get."""
-    import xgboost
-
     if not report.passed:
         raise ValidationFailed(
             f"dataset '{spec.name}' version {version.version} did not pass validation; "
@@ -410,7 +408,8 @@ def plan_training(
             "partitions": sorted(accepted),
             "training": spec.training_hash(),
             "layout": layout.model_dump(mode="json"),
-            "xgboost": xgboost.__version__,
+            # The installed version, without importing XGBoost (a warm run never trains).
+            "xgboost": importlib_metadata.version("xgboost"),
         }
     )
     num_class = len(layout.classes) if layout.classes and spec.task == "multiclass" else None

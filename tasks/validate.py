@@ -316,6 +316,24 @@ def expectation_table(report: ValidationReport) -> list[dict[str, Any]]:
     ]
 
 
+def gx_version() -> str:
+    """The installed GX version, without importing GX (that alone takes seconds)."""
+    from importlib.metadata import version
+
+    return version("great-expectations")
+
+
+def check_identity(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """What decides whether a spec's expectations are buildable: the suite and GX's version."""
+    spec: DatasetSpec = inputs["spec"]
+    return {"suite": spec.expectations_hash(), "gx": gx_version()}
+
+
+# A suite checked once against this GX is not checked again: a run with nothing new then
+# never imports GX in the flow process.
+CHECK_CACHE = ContentKey(identity=check_identity)
+
+
 # Tasks ---------------------------------------------------------------------------------------
 @task(name="check-expectations")
 def check_expectations_task(spec: DatasetSpec) -> None:

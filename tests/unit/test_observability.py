@@ -12,13 +12,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from deployments.progress import ProgressDisplay, render
-from tasks.data_docs import build_site, site_files
+from tasks.data_docs import build_site, site_files, site_path, write_data_docs
 from tasks.models import PipelineResult, ValidationReport
 from tasks.observability import ProgressUpdate, run_metrics, stage_table
 from tasks.reports import history_rows, training_summary
 from tasks.spec import ExpectationSpec
 from tasks.validate import expectation_table, validate_frame
 
+from .conftest import Ingested
 from .test_registry import metadata
 
 pytestmark = pytest.mark.timeout(120)
@@ -199,3 +200,18 @@ def test_data_docs_site_has_a_page_per_validated_partition_and_the_suite(tmp_pat
     assert not [f for f in wanted if f.endswith((".gif", ".otf"))]
     bad = next(p for p in pages if "bad.csv" in p)
     assert "2 unexpected values found" in re.sub(r"\s+", " ", (tmp_path / bad).read_text())
+
+
+def test_data_docs_are_rendered_again_only_when_the_report_changes(ingested: Ingested) -> None:
+    lake, spec, version = ingested.lake, ingested.spec, ingested.version
+    index = site_path(lake, spec.name, "index.html")
+    assert write_data_docs(ingested.report, spec, version, lake) == lake.url_of(index)
+    lake.write_bytes(index, b"left alone")
+    # A re-run's report differs only in when it was written: the pages stay as they are.
+    rerun = ingested.report.model_copy(update={"created_at": datetime.now(UTC)})
+    write_data_docs(rerun, spec, version, lake)
+    assert lake.read_bytes(index) == b"left alone"
+    # Another outcome is another report: rendered again.
+    changed = ingested.report.model_copy(update={"threshold": 0.99})
+    write_data_docs(changed, spec, version, lake)
+    assert b"<html" in lake.read_bytes(index).lower()
