@@ -42,7 +42,7 @@ def promote_flow(
     with promotion_lock(dataset.name):
         inputs = promotion_inputs_task(lake=lake, spec=dataset, model_version=model_version)
         candidate, champion = inputs.candidate, inputs.champion
-        champion_value = None
+        champion_value = inputs.champion_value
         if inputs.needs_rescore and champion is not None:
             champion_value = rescore_champion_task(
                 scheduler=stage_scheduler_address(),

@@ -39,7 +39,7 @@ def train_flow(
     dataset = load_spec_task(spec)
     version = load_version_task(lake=lake, spec=dataset, version=dataset_version)
     report = load_report_task(lake=lake, spec=dataset, version=version)
-    plan = plan_training_task(spec=dataset, version=version, report=report)
+    plan = plan_training_task(spec=dataset, version=version, report=report, lake=lake)
     candidate = registered_candidate_task(
         lake=lake, model_name=dataset.name, version=plan.model_version
     )
@@ -58,6 +58,18 @@ def train_flow(
             plan.model_version,
         )
     else:
+        if plan.warm_start is not None:
+            warm = plan.warm_start
+            logger.info(
+                "Warm start: continuing champion %s@%s (%d trees) with up to %d rounds on "
+                "%d new partition(s), %d rows",
+                dataset.name,
+                warm.base_version,
+                warm.base_rounds,
+                warm.rounds,
+                len(warm.new_partitions),
+                warm.new_rows,
+            )
         # Runs here and drives the stage's cluster through its own client (see
         # stage_scheduler_address for why not inside a worker).
         scheduler = stage_scheduler_address()

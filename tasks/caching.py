@@ -253,10 +253,14 @@ def map_cached(
     """
     from prefect import unmapped
 
+    from tasks.cluster import narrow_stage
+
     cached_task = lake_cached(task, policy, lake=lake, options=options)
     calls = [{mapped: item, **shared} for item in items]
     hits = find_cached_task(cached_task, lake=lake, options=options, calls=calls)
     todo = [item for item, hit in zip(items, hits, strict=True) if hit is None]
+    # One new file among many: a cluster for one, not for all of them.
+    narrow_stage(len(todo))
     parameters: dict[str, Any] = {mapped: todo, **{k: unmapped(v) for k, v in shared.items()}}
     futures = list(cached_task.map(**parameters)) if todo else []
     if progress is not None:

@@ -137,8 +137,11 @@ def checkpoint_callback(checkpoints: Checkpoints, *, every: int, history_before:
 PROGRESS_TOPIC = "mlops-training-progress"
 
 
-def progress_callback(*, total: int, updates: int = 20) -> Any:
+def progress_callback(*, total: int, updates: int = 20, offset: int = 0) -> Any:
     """An XGBoost callback that reports every ~``total/updates`` rounds from rank 0.
+
+    ``offset``: trees the booster had before this training (a warm start's base), which
+    XGBoost counts in its epochs.
 
     It runs inside a Dask worker task; the message goes to the scheduler's event log under
     :data:`PROGRESS_TOPIC`, where the client driving the training subscribes to it.
@@ -150,7 +153,7 @@ def progress_callback(*, total: int, updates: int = 20) -> Any:
 
     class Progress(xgboost.callback.TrainingCallback):
         def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-            done = epoch + 1
+            done = epoch + 1 - offset
             if collective.get_rank() == 0 and (done % every == 0 or done == total):
                 from distributed import get_worker
 

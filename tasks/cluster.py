@@ -228,6 +228,15 @@ class StageTaskRunner(DaskTaskRunner):
         )
         return plan
 
+    def narrow(self, partitions: int) -> None:
+        """Plan for only ``partitions`` of the partitions it was sized for (the rest were
+        found in the cache), if the cluster is not planned yet; bytes shrink in proportion."""
+        if self.plan is not None or self.partitions is None or partitions >= self.partitions:
+            return
+        if self.total_bytes is not None and self.partitions > 0:
+            self.total_bytes = self.total_bytes * partitions // self.partitions
+        self.partitions = partitions
+
     def ready_client(self) -> PrefectDaskClient:
         """The client once every planned worker has joined (XGBoost needs them all from the
         start: workers that join later get no data and no part in training)."""
@@ -276,6 +285,17 @@ def stage_client(scheduler: str) -> Iterator[Client]:
 
     with Client(scheduler, set_as_default=False) as client, client.as_current():
         yield client
+
+
+def narrow_stage(partitions: int) -> None:
+    """Size the running stage's cluster, not started yet, for ``partitions`` partitions
+    (what is left to compute once cached results are found). No-op outside a stage."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    if isinstance(runner, StageTaskRunner):
+        runner.narrow(partitions)
 
 
 def stage_plan() -> StagePlan:

@@ -166,6 +166,24 @@ class FeatureLayout(BaseModel):
     split: dict[str, Any]
 
 
+class WarmStart(BaseModel):
+    """How a model continues its base (the champion when it was trained) on new partitions."""
+
+    base_version: str
+    base_rounds: int
+    rounds: int
+    new_partitions: list[str]
+    new_rows: int
+    # The chain since the last model trained from scratch: after max_new_fraction of its
+    # rows were added, training starts over.
+    full_version: str
+    full_rows: int
+    rows_since_full: int
+    # The base's test metrics on this model's test rows, scored while they were loaded:
+    # promotion against the base (the champion) needs no second pass over the data.
+    base_metrics: dict[str, float] = Field(default_factory=dict)
+
+
 class ModelMetadata(BaseModel):
     """``metadata.json`` next to ``model.ubj``: everything needed to trust and re-score a model."""
 
@@ -194,6 +212,8 @@ class ModelMetadata(BaseModel):
     timings: dict[str, float]
     # Set when training continued from a checkpoint (after a lost worker or a crash).
     resumed_from_round: int | None = None
+    # Set when the model boosted its base further on new partitions only.
+    warm_start: WarmStart | None = None
 
 
 class PromotionDecision(BaseModel):

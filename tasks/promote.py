@@ -212,15 +212,38 @@ class PromotionInputs(BaseModel):
     candidate: ModelMetadata
     champion: ModelMetadata | None
     incompatible: str | None
+    # The champion's score on the candidate's test rows, when already known.
+    champion_value: float | None = None
 
     @property
     def needs_rescore(self) -> bool:
-        """A different, comparable champion exists: score it on the candidate's test rows."""
+        """A different, comparable champion exists whose score on the candidate's test rows
+        is not known yet: score it."""
         return (
             self.champion is not None
             and self.champion.version != self.candidate.version
             and self.incompatible is None
+            and self.champion_value is None
         )
+
+
+def known_champion_value(
+    registry: ModelRegistry, *, candidate: ModelMetadata, champion: ModelMetadata, metric: str
+) -> float | None:
+    """The champion's score on the candidate's test rows if it was measured before: by the
+    warm start that continued the champion, or by an earlier decision on the same pair."""
+    warm = candidate.warm_start
+    if warm is not None and warm.base_version == champion.version and metric in warm.base_metrics:
+        return warm.base_metrics[metric]
+    for decision in reversed(registry.decisions(candidate.model_name)):
+        if (
+            decision.candidate == candidate.version
+            and decision.champion_before == champion.version
+            and decision.metric == metric
+            and decision.champion_value is not None
+        ):
+            return decision.champion_value
+    return None
 
 
 def promotion_inputs(
@@ -242,7 +265,14 @@ def promotion_inputs(
         if champion is not None and champion.version != candidate.version
         else None
     )
-    return PromotionInputs(candidate=candidate, champion=champion, incompatible=incompatible)
+    known = (
+        known_champion_value(registry, candidate=candidate, champion=champion, metric=spec.metric)
+        if champion is not None and champion.version != candidate.version and not incompatible
+        else None
+    )
+    return PromotionInputs(
+        candidate=candidate, champion=champion, incompatible=incompatible, champion_value=known
+    )
 
 
 # Serializing promotions ----------------------------------------------------------------------

@@ -149,6 +149,14 @@ def training_summary(metadata: ModelMetadata, *, reused: bool) -> str:
         )
     )
     trained_rounds = len(next(iter(next(iter(metadata.eval_history.values()), {}).values()), []))
+    warm = metadata.warm_start
+    base_rounds = warm.base_rounds if warm else 0
+    if warm is not None:
+        how += (
+            f" Warm start: continued `{warm.base_version}` ({warm.base_rounds} trees) on "
+            f"{len(warm.new_partitions)} new partition(s), {warm.new_rows:,} rows; "
+            f"{warm.rows_since_full:,} rows added since the full training `{warm.full_version}`."
+        )
     timings = ", ".join(
         f"{k.removesuffix('_seconds')} {v:.2f} s" for k, v in metadata.timings.items()
     )
@@ -160,7 +168,8 @@ def training_summary(metadata: ModelMetadata, *, reused: bool) -> str:
             "",
             f"- dataset `{metadata.dataset}` version `{metadata.dataset_version}`",
             f"- rows: {', '.join(f'{k} {v:,}' for k, v in metadata.rows.items())}",
-            f"- rounds: {trained_rounds} of {metadata.num_boost_round} (early stopping "
+            f"- rounds: {trained_rounds} of {metadata.num_boost_round - base_rounds}"
+            f"{f' after the base {base_rounds}' if warm else ''} (early stopping "
             f"{metadata.early_stopping_rounds or 'off'}), best iteration "
             f"{metadata.best_iteration}",
             f"- workers: {metadata.workers}",

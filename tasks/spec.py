@@ -110,12 +110,36 @@ class SplitSpec(_Strict):
         return self
 
 
+class WarmStartSpec(_Strict):
+    """Continue the champion on new partitions instead of training again from round 0."""
+
+    max_new_fraction: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Most rows added since the last full training, as a share of the rows "
+        "it trained on, that warm starts may cover; beyond it, training starts over.",
+    )
+    rounds: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Rounds a warm start adds; default: num_boost_round times the new "
+        "rows' share, at least 10.",
+    )
+
+
 class TrainingSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="XGBoost booster params.")
     num_boost_round: int = Field(200, ge=1, le=100_000)
     early_stopping_rounds: int | None = Field(20, ge=1)
     checkpoint_every: int = Field(
         10, ge=1, description="Rounds between training checkpoints in the lake."
+    )
+    warm_start: WarmStartSpec | None = Field(
+        None,
+        description="When only partitions were added, boost the champion further on them "
+        "(xgb_model=) instead of training from scratch. Off when empty.",
     )
 
 
@@ -287,8 +311,11 @@ class DatasetSpec(_Strict):
                     if self.columns[f].categories is not None
                 },
                 "split": self.split.model_dump(mode="json"),
-                # How often to checkpoint does not change the model.
-                "training": self.training.model_dump(mode="json", exclude={"checkpoint_every"}),
+                # How often to checkpoint does not change the model; whether a model may be
+                # warm-started is decided per model (its version hashes its base).
+                "training": self.training.model_dump(
+                    mode="json", exclude={"checkpoint_every", "warm_start"}
+                ),
             }
         )
 

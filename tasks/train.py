@@ -9,10 +9,11 @@ version): the same inputs give the same version, which is reused instead of retr
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ from tasks.models import (
     ModelCandidate,
     ModelMetadata,
     ValidationReport,
+    WarmStart,
 )
 from tasks.observability import StageProgress
 from tasks.retries import IO_RETRIES, TRAINING_RETRIES
@@ -287,6 +289,7 @@ class TrainedModel:
     workers: int
     timings: dict[str, float]
     resumed_from_round: int | None = None
+    base_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def train_distributed(
@@ -300,12 +303,17 @@ def train_distributed(
     checkpoints: Checkpoints | None = None,
     checkpoint_every: int = 10,
     report_progress: bool = False,
+    base: xgboost.Booster | None = None,
+    train_uris: list[str] | None = None,
 ) -> TrainedModel:
     """Train with xgboost.dask on the client's cluster and evaluate on the test split.
 
     With ``checkpoints``, the booster is saved every ``checkpoint_every`` rounds, and a
     training that finds a checkpoint continues from it (``xgb_model=``) instead of round 0.
     With ``report_progress``, rank 0 reports rounds on ``PROGRESS_TOPIC``.
+    A warm start adds ``num_boost_round`` rounds to ``base``, fitted on the train rows of
+    ``train_uris`` only; early stopping and the test metrics still use the validation and
+    test rows of all ``uris``.
     """
     from xgboost import dask as dxgb
 
@@ -313,6 +321,10 @@ def train_distributed(
     started = time.perf_counter()
     prepared = load_prepared(client, uris, layout)
     rows = split_sizes(client, prepared)
+    fitted = prepared
+    if train_uris is not None and sorted(train_uris) != sorted(uris):
+        fitted = load_prepared(client, train_uris, layout)
+        rows["train"] = split_sizes(client, fitted)["train"]
     timings["load_seconds"] = time.perf_counter() - started
     empty = [name for name, n in rows.items() if n == 0]
     if empty:
@@ -321,20 +333,22 @@ def train_distributed(
             "the accepted data is too small"
         )
 
-    def part(split: str) -> tuple[dd.DataFrame, dd.Series]:
-        rows_of = prepared[prepared[SPLIT_COLUMN] == SPLITS[split]]
+    def part(frame: dd.DataFrame, split: str) -> tuple[dd.DataFrame, dd.Series]:
+        rows_of = frame[frame[SPLIT_COLUMN] == SPLITS[split]]
         return rows_of[layout.features], rows_of[LABEL_COLUMN]
 
-    x_train, y_train = part("train")
-    x_valid, y_valid = part("validation")
+    x_train, y_train = part(fitted, "train")
+    x_valid, y_valid = part(prepared, "validation")
     started = time.perf_counter()
     dtrain = dxgb.DaskQuantileDMatrix(client, x_train, y_train, enable_categorical=True)
     dvalid = dxgb.DaskQuantileDMatrix(client, x_valid, y_valid, ref=dtrain, enable_categorical=True)
     timings["dmatrix_seconds"] = time.perf_counter() - started
+    # Rounds are counted after the base's trees: a checkpoint holds base + rounds done.
+    offset = base.num_boosted_rounds() if base is not None else 0
     resumed = checkpoints.latest() if checkpoints else None
-    booster: xgboost.Booster | None = resumed[0] if resumed else None
+    booster: xgboost.Booster | None = resumed[0] if resumed else base
     history: History = resumed[1].history if resumed else {}
-    remaining = num_boost_round - (booster.num_boosted_rounds() if booster else 0)
+    remaining = num_boost_round - (booster.num_boosted_rounds() - offset if booster else 0)
     started = time.perf_counter()
     if remaining > 0 and not stopped_early(history, early_stopping_rounds):
         callbacks = (
@@ -343,7 +357,7 @@ def train_distributed(
             else []
         )
         if report_progress:
-            callbacks.append(progress_callback(total=num_boost_round))
+            callbacks.append(progress_callback(total=num_boost_round, offset=offset))
         output = dxgb.train(
             client,
             params,
@@ -363,12 +377,13 @@ def train_distributed(
     # The best round over the whole history (before and after a resume), as early stopping
     # judges it; without early stopping, every round is kept.
     best = best_round(history) if early_stopping_rounds else None
-    best_iteration, best_score = best if best else (rounds - 1, None)
+    best_iteration, best_score = (offset + best[0], best[1]) if best else (rounds - 1, None)
     # Keep exactly the best trees: every later user of the model then predicts the same way.
     if best_iteration + 1 < rounds:
         booster = booster[: best_iteration + 1]
     started = time.perf_counter()
     metrics = score(client, booster, prepared, layout, "test")
+    base_metrics = score(client, base, prepared, layout, "test") if base is not None else {}
     timings["evaluate_seconds"] = time.perf_counter() - started
     return TrainedModel(
         booster=booster,
@@ -380,6 +395,7 @@ def train_distributed(
         rows=rows,
         workers=len(client.scheduler_info()["workers"]),
         timings=timings,
+        base_metrics=base_metrics,
     )
 
 
@@ -389,12 +405,63 @@ class TrainingPlan(BaseModel):
     layout: FeatureLayout
     partition_uris: list[str]
     params: dict[str, Any]
+    # Set when the model continues the champion on the new partitions only.
+    warm_start: WarmStart | None = None
+
+
+def warm_start_plan(
+    spec: DatasetSpec,
+    *,
+    layout: FeatureLayout,
+    rows_by_uri: dict[str, int],
+    champion: ModelMetadata | None,
+) -> WarmStart | None:
+    """How to continue ``champion`` on the partitions added since, or None to train from
+    scratch: warm start is off, there is no comparable champion, partitions were removed
+    (the champion learned from data no longer accepted), or too many rows were added since
+    the last full training."""
+    settings = spec.training.warm_start
+    if settings is None or champion is None:
+        return None
+    if champion.training_hash != spec.training_hash() or champion.layout != layout:
+        return None
+    base = set(champion.partitions)
+    new = sorted(set(rows_by_uri) - base)
+    if not new or not base <= set(rows_by_uri):
+        return None
+    new_rows = sum(rows_by_uri[u] for u in new)
+    chain = champion.warm_start
+    full_rows = chain.full_rows if chain else sum(champion.rows.values())
+    rows_since_full = (chain.rows_since_full if chain else 0) + new_rows
+    if full_rows <= 0 or rows_since_full > settings.max_new_fraction * full_rows:
+        return None
+    share = new_rows / full_rows
+    rounds = settings.rounds or max(10, math.ceil(spec.training.num_boost_round * share))
+    return WarmStart(
+        base_version=champion.version,
+        base_rounds=champion.best_iteration + 1,
+        rounds=rounds,
+        new_partitions=new,
+        new_rows=new_rows,
+        full_version=chain.full_version if chain else champion.version,
+        full_rows=full_rows,
+        rows_since_full=rows_since_full,
+    )
 
 
 def plan_training(
-    *, spec: DatasetSpec, version: DatasetVersion, report: ValidationReport
+    *,
+    spec: DatasetSpec,
+    version: DatasetVersion,
+    report: ValidationReport,
+    champion: ModelMetadata | None = None,
 ) -> TrainingPlan:
-    """What to train on and the content-addressed id the model will get."""
+    """What to train on and the content-addressed id the model will get.
+
+    With the spec's ``training.warm_start`` and a ``champion`` that the accepted partitions
+    only add to, the plan continues the champion on the new partitions. A champion trained
+    on exactly the accepted partitions is the model for them: its version is planned.
+    """
     if not report.passed:
         raise ValidationFailed(
             f"dataset '{spec.name}' version {version.version} did not pass validation; "
@@ -402,7 +469,23 @@ def plan_training(
         )
     layout = feature_layout(spec, version, report.accepted)
     accepted = set(report.accepted)
-    uris = sorted(p.uri for p in version.partitions if p.partition_id in accepted)
+    rows_by_uri = {p.uri: p.rows for p in version.partitions if p.partition_id in accepted}
+    uris = sorted(rows_by_uri)
+    num_class = len(layout.classes) if layout.classes and spec.task == "multiclass" else None
+    params = spec.xgboost_params(num_class=num_class)
+    if (
+        champion is not None
+        and champion.warm_start is not None
+        and set(champion.partitions) == set(uris)
+        and champion.training_hash == spec.training_hash()
+        and champion.layout == layout
+    ):
+        # Warm-started on exactly these partitions: it is the model for them (training
+        # from scratch here would undo the warm start on every run with nothing new).
+        return TrainingPlan(
+            model_version=champion.version, layout=layout, partition_uris=uris, params=params
+        )
+    warm = warm_start_plan(spec, layout=layout, rows_by_uri=rows_by_uri, champion=champion)
     model_version = stable_hash(
         {
             "partitions": sorted(accepted),
@@ -410,14 +493,16 @@ def plan_training(
             "layout": layout.model_dump(mode="json"),
             # The installed version, without importing XGBoost (a warm run never trains).
             "xgboost": importlib_metadata.version("xgboost"),
+            # A warm-started model is another model than one trained from scratch.
+            **({"warm_start": warm.model_dump(mode="json")} if warm else {}),
         }
     )
-    num_class = len(layout.classes) if layout.classes and spec.task == "multiclass" else None
     return TrainingPlan(
         model_version=model_version,
         layout=layout,
         partition_uris=uris,
-        params=spec.xgboost_params(num_class=num_class),
+        params=params,
+        warm_start=warm,
     )
 
 
@@ -458,23 +543,26 @@ def train_and_register(
 
     registry = ModelRegistry(lake=lake.uri)
     checkpoints = Checkpoints(lake.uri, spec.name, plan.model_version)
+    warm = plan.warm_start
     trained = train_distributed(
         client,
         uris=plan.partition_uris,
         layout=plan.layout,
         params=plan.params,
-        num_boost_round=spec.training.num_boost_round,
+        num_boost_round=planned_rounds(spec, plan),
         early_stopping_rounds=spec.training.early_stopping_rounds,
         checkpoints=checkpoints,
         checkpoint_every=spec.training.checkpoint_every,
         report_progress=True,
+        base=registry.load_booster(spec.name, warm.base_version) if warm else None,
+        train_uris=warm.new_partitions if warm else None,
     )
     metadata = ModelMetadata(
         model_name=spec.name,
         version=plan.model_version,
         layout=plan.layout,
         params=plan.params,
-        num_boost_round=spec.training.num_boost_round,
+        num_boost_round=(warm.base_rounds if warm else 0) + planned_rounds(spec, plan),
         early_stopping_rounds=spec.training.early_stopping_rounds,
         best_iteration=trained.best_iteration,
         best_score=trained.best_score,
@@ -493,11 +581,26 @@ def train_and_register(
         workers=trained.workers,
         timings=trained.timings,
         resumed_from_round=trained.resumed_from_round,
+        warm_start=warm.model_copy(update={"base_metrics": trained.base_metrics}) if warm else None,
     )
     registry.register(metadata, bytes(trained.booster.save_raw(raw_format="ubj")))
     # Registered: the version exists, so nothing will resume these any more.
     checkpoints.clear()
     return candidate_from(metadata, registry=registry, reused=False)
+
+
+def warm_start_candidate(lake: str, spec: DatasetSpec) -> ModelMetadata | None:
+    """The champion's metadata when the spec allows warm starts (else None: not read)."""
+    if spec.training.warm_start is None:
+        return None
+    registry = ModelRegistry(lake=lake)
+    champion = registry.champion(spec.name)
+    return registry.metadata(spec.name, champion) if champion else None
+
+
+def planned_rounds(spec: DatasetSpec, plan: TrainingPlan) -> int:
+    """Rounds this training boosts: the spec's, or a warm start's on top of its base."""
+    return plan.warm_start.rounds if plan.warm_start else spec.training.num_boost_round
 
 
 def load_report(lake: Lake, spec: DatasetSpec, version: DatasetVersion) -> ValidationReport:
@@ -528,10 +631,13 @@ def registered_candidate_task(*, lake: str, model_name: str, version: str) -> Mo
 
 @task(name="plan-training")
 def plan_training_task(
-    *, spec: DatasetSpec, version: DatasetVersion, report: ValidationReport
+    *, spec: DatasetSpec, version: DatasetVersion, report: ValidationReport, lake: str
 ) -> TrainingPlan:
-    """Check the data can train a model and compute the model version id."""
-    return plan_training(spec=spec, version=version, report=report)
+    """Check the data can train a model and compute the model version id (a warm start of
+    the champion when the spec allows it)."""
+    return plan_training(
+        spec=spec, version=version, report=report, champion=warm_start_candidate(lake, spec)
+    )
 
 
 # A lost worker fails XGBoost's collective at once; the retry waits for the cluster to be
@@ -552,18 +658,16 @@ def train_model_task(
         # XGBoost trains on the workers present when it starts; a replaced worker must be
         # back first, or the retry would train on fewer (and lose their share of the data).
         client.wait_for_workers(workers, timeout=worker_timeout)
-        with follow_training(client, spec):
+        with follow_training(client, spec, total=planned_rounds(spec, plan)):
             return train_and_register(
                 client, spec=spec, lake=Lake(lake), version=version, plan=plan
             )
 
 
 @contextmanager
-def follow_training(client: Client, spec: DatasetSpec) -> Iterator[None]:
+def follow_training(client: Client, spec: DatasetSpec, *, total: int) -> Iterator[None]:
     """A progress artifact of the training rounds, fed by rank 0's progress callback."""
-    progress = StageProgress(
-        stage="train", dataset=spec.name, total=spec.training.num_boost_round, unit="rounds"
-    )
+    progress = StageProgress(stage="train", dataset=spec.name, total=total, unit="rounds")
 
     def on_round(event: tuple[float, dict[str, Any]]) -> None:
         message = event[1]

@@ -219,3 +219,53 @@ def test_a_decision_that_cannot_be_recorded_moves_the_alias_back(
     assert decision.promoted and registry.champion("customers") == "v1"
     assert [d.candidate for d in registry.decisions("customers")] == ["v1"]
     assert [h["champion"] for h in registry.aliases("customers")["history"]] == ["v1"]
+
+
+def test_added_files_warm_start_the_champion_until_too_many_rows_were_added(
+    demo_source: Path, spec_variant, tmp_path: Path
+) -> None:
+    import shutil
+
+    from tasks.demo_data import write_demo_data
+
+    spec = spec_variant(training__warm_start={"max_new_fraction": 0.3})
+    landing, lake = tmp_path / "landing", str(tmp_path / "lake")
+    shutil.copytree(demo_source, landing)
+    registry = ModelRegistry(lake=lake)
+
+    def run() -> tuple[str, bool]:
+        ingest_flow(spec=spec, source=str(landing), lake=lake)
+        validate_flow(spec=spec, lake=lake)
+        candidate = train_flow(spec=spec, lake=lake)
+        promote_flow(spec=spec, lake=lake, model_version=candidate.version)
+        return candidate.version, candidate.reused
+
+    def add_file(seed: int, rows: int) -> None:
+        extra = tmp_path / f"extra-{seed}"
+        [written] = write_demo_data(str(extra), rows=rows, files=1, seed=seed)
+        shutil.copy(written.path, landing / f"added-{seed}-{Path(written.path).name}")
+
+    full, _ = run()  # 6,000 rows, from scratch
+    base = registry.metadata("customers", full)
+    assert base.warm_start is None and registry.champion("customers") == full
+
+    add_file(31, 1200)  # +20% of the rows: continue the champion on the new file
+    warm_version, reused = run()
+    warm = registry.metadata("customers", warm_version)
+    assert not reused and warm.warm_start is not None
+    ws = warm.warm_start
+    assert ws.base_version == full and ws.full_version == full
+    assert ws.new_rows == 1200 and ws.base_rounds == base.best_iteration + 1
+    assert ws.rounds >= 10 and len(warm.partitions) == len(base.partitions) + 1
+    # Boosted on the new file's train rows only; judged on every partition's test rows.
+    assert warm.rows["train"] < 1200 and warm.rows["test"] > base.rows["test"]
+    booster = registry.load_booster("customers", warm_version)
+    assert booster.num_boosted_rounds() == warm.best_iteration + 1 > ws.base_rounds
+    # The champion's score on these test rows came with the warm start: no re-scoring.
+    decision = registry.decisions("customers")[-1]
+    assert decision.candidate == warm_version and decision.champion_before == full
+    assert decision.champion_value == ws.base_metrics["roc_auc"]
+
+    # Nothing new: the same model again, whether or not it became the champion.
+    again = train_flow(spec=spec, lake=lake)
+    assert again.version == warm_version and again.reused

@@ -51,6 +51,18 @@ def test_training_waits_for_its_workers_and_says_when_they_do_not_come(dask_clie
 
 
 @pytest.mark.timeout(60)
+def test_a_stage_not_started_yet_is_narrowed_to_the_work_left() -> None:
+    runner = StageTaskRunner(stage="ingest", cluster="local", partitions=16, total_bytes=1600)
+    runner.narrow(1)  # fifteen were cached: one file to ingest
+    assert (runner.partitions, runner.total_bytes) == (1, 100)
+    runner.narrow(4)  # never widened
+    assert (runner.partitions, runner.total_bytes) == (1, 100)
+    unsized = StageTaskRunner(stage="ingest", cluster="local")
+    unsized.narrow(1)  # planned for max_workers, released by adaptive scaling
+    assert unsized.partitions is None
+
+
+@pytest.mark.timeout(60)
 def test_duplicates_keep_the_stage_and_sizing() -> None:
     # Prefect duplicates the flow's runner for every run.
     runner = StageTaskRunner(stage="validate", cluster="local", partitions=3, total_bytes=9)

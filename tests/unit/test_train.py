@@ -216,3 +216,84 @@ def test_distributed_training_for_other_tasks(
     )
     assert trained.metrics[metric] > floor
     assert sum(trained.rows.values()) == 6000
+
+
+def test_warm_start_continues_only_a_comparable_champion_on_added_partitions(ingested) -> None:
+    from tasks.models import ModelMetadata, WarmStart
+    from tasks.spec import WarmStartSpec
+    from tasks.train import warm_start_plan
+
+    spec = ingested.spec.model_copy(
+        update={
+            "training": ingested.spec.training.model_copy(
+                update={"warm_start": WarmStartSpec(max_new_fraction=0.5)}
+            )
+        }
+    )
+    plan = plan_training(spec=spec, version=ingested.version, report=ingested.report)
+    rows = {p.uri: p.rows for p in ingested.version.partitions}
+    *old, new = sorted(rows)
+    total_old = sum(rows[u] for u in old)
+    champion = ModelMetadata(
+        model_name=spec.name,
+        version="champ",
+        layout=plan.layout,
+        params=plan.params,
+        num_boost_round=200,
+        early_stopping_rounds=20,
+        best_iteration=41,
+        best_score=None,
+        metric="roc_auc",
+        direction="maximize",
+        metrics={"roc_auc": 0.9},
+        rows={"train": total_old - 2, "validation": 1, "test": 1},
+        eval_history={},
+        dataset=spec.name,
+        dataset_version="dv0",
+        partitions=old,
+        spec_hash="s",
+        training_hash=spec.training_hash(),
+        package_version="0",
+        xgboost_version="3",
+        workers=1,
+        timings={},
+    )
+
+    def decide(champion: ModelMetadata, fraction: float = 1.0) -> WarmStart | None:
+        settings = WarmStartSpec(max_new_fraction=fraction)
+        training = spec.training.model_copy(update={"warm_start": settings})
+        return warm_start_plan(
+            spec.model_copy(update={"training": training}),
+            layout=plan.layout,
+            rows_by_uri=rows,
+            champion=champion,
+        )
+
+    warm = decide(champion)
+    assert warm is not None and warm.base_version == warm.full_version == "champ"
+    assert warm.new_partitions == [new] and warm.new_rows == rows[new]
+    assert warm.base_rounds == 42 and warm.rounds >= 10
+    assert warm.rows_since_full == rows[new] and warm.full_rows == total_old
+    # Too many rows since the last full training (counted along the chain): start over.
+    assert decide(champion, fraction=(rows[new] - 1) / total_old) is None
+    gone = champion.model_copy(update={"partitions": [*old, "file:///lake/gone.parquet"]})
+    assert decide(gone) is None  # a partition it learned from is no longer accepted
+    # A warm-started champion counts the rows added before it towards the limit.
+    chained = champion.model_copy(update={"warm_start": warm, "partitions": old[:-1]})
+    again = decide(chained)
+    assert again is not None and again.full_version == "champ"
+    assert again.rows_since_full == warm.rows_since_full + again.new_rows
+    # Other training settings or another layout: not comparable.
+    assert decide(champion.model_copy(update={"training_hash": "other"})) is None
+    other_layout = plan.layout.model_copy(update={"features": plan.layout.features[:-1]})
+    assert decide(champion.model_copy(update={"layout": other_layout})) is None
+    assert decide(champion.model_copy(update={"partitions": sorted(rows)})) is None  # none new
+    # Planned from the spec: the warm start is part of the model's identity.
+    planned = plan_training(
+        spec=spec, version=ingested.version, report=ingested.report, champion=champion
+    )
+    assert planned.warm_start is not None and planned.model_version != plan.model_version
+    off = plan_training(
+        spec=ingested.spec, version=ingested.version, report=ingested.report, champion=champion
+    )
+    assert off.warm_start is None and off.model_version == plan.model_version
