@@ -8,14 +8,14 @@ from flows.ingest import ingest_flow
 from flows.promote import promote_flow
 from flows.train import train_flow
 from flows.validate import validate_flow
-from tasks.caching import CacheOptions, lake_cached
+from tasks.caching import CacheOptions
 from tasks.cluster import resolve_cluster_task, stage_task_runner
 from tasks.ingest import discover_landing_task
 from tasks.models import PipelineResult
 from tasks.observability import record_run_metrics_task
 from tasks.pipeline import StageClock, pipeline_result
 from tasks.spec import load_spec_task
-from tasks.validate import CHECK_CACHE, check_expectations_task
+from tasks.validate import check_expectations_task
 
 
 @flow(name="ml-pipeline")
@@ -42,12 +42,12 @@ def ml_pipeline(
         cache: Reuse of cached ingest and validation results: refresh to recompute,
             expiry in days.
     """
-    # A bad spec, expectation or cluster config fails here, before any data is touched.
-    lake_cached(check_expectations_task, CHECK_CACHE, lake=lake, options=cache)(
-        load_spec_task(spec)
-    )
+    # A bad spec, cluster config, landing location or expectation fails here, before any
+    # data is touched; the expectation check goes last, as it records in the lake that it passed.
+    dataset = load_spec_task(spec)
     config = resolve_cluster_task(cluster)
     landing = discover_landing_task(source)
+    check_expectations_task(dataset, lake=lake)
 
     clock = StageClock()
     with clock("ingest"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from tasks.artifacts import artifact_key, publish_link, publish_validation_report
-from tasks.caching import CacheOptions, lake_cached, map_cached
+from tasks.caching import CacheOptions, map_cached
 from tasks.cluster import stage_task_runner
 from tasks.data_docs import write_data_docs_task
 from tasks.errors import ValidationFailed
@@ -14,7 +14,6 @@ from tasks.models import ValidationReport
 from tasks.observability import StageProgress, run_logger
 from tasks.spec import load_spec_task
 from tasks.validate import (
-    CHECK_CACHE,
     VALIDATE_CACHE,
     build_report_task,
     check_expectations_task,
@@ -46,7 +45,7 @@ def validate_flow(
             expiry in days.
     """
     dataset = load_spec_task(spec)
-    lake_cached(check_expectations_task, CHECK_CACHE, lake=lake, options=cache)(dataset)
+    check_expectations_task(dataset, lake=lake)
     version = load_version_task(lake=lake, spec=dataset, version=dataset_version)
     # Only partitions this suite has not seen yet reach the cluster.
     validated = map_cached(

@@ -166,12 +166,16 @@ def class_name(value: object) -> str:
 
 
 def _as_float(series: pd.Series, kind: str) -> pd.Series:
+    """A feature as float32: what XGBoost stores features as anyway, so nothing it sees
+    changes, while the prepared partitions held in worker memory take half the space."""
     if kind == "bool":
-        return series.map({True: 1.0, False: 0.0}).astype("float64")
-    if kind == "datetime":
+        values = series.map({True: 1.0, False: 0.0})
+    elif kind == "datetime":
         # XGBoost has no time type: seconds since the epoch keep order and spacing.
-        return (pd.to_datetime(series) - pd.Timestamp(0)).dt.total_seconds()
-    return pd.to_numeric(series, errors="coerce").astype("float64")
+        values = (pd.to_datetime(series) - pd.Timestamp(0)).dt.total_seconds()
+    else:
+        values = pd.to_numeric(series, errors="coerce")
+    return values.astype("float32")
 
 
 def prepare_frame(frame: pd.DataFrame, layout: FeatureLayout) -> pd.DataFrame:

@@ -323,22 +323,30 @@ def gx_version() -> str:
     return version("great-expectations")
 
 
-def check_identity(inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """What decides whether a spec's expectations are buildable: the suite and GX's version."""
-    spec: DatasetSpec = inputs["spec"]
-    return {"suite": spec.expectations_hash(), "gx": gx_version()}
+def checked_record(lake: Lake, spec: DatasetSpec) -> str:
+    """Where a lake records that the spec's suite builds under the installed GX."""
+    name = f"{spec.expectations_hash()}-gx{gx_version()}.json"
+    return lake.path("runs", "results", "check-expectations", name)
 
 
-# A suite checked once against this GX is not checked again: a run with nothing new then
-# never imports GX in the flow process.
-CHECK_CACHE = ContentKey(identity=check_identity)
+def check_expectations_once(spec: DatasetSpec, lake: Lake | None) -> None:
+    """``check_expectations``, skipped when ``lake`` records this suite passed it under this
+    GX: a run with nothing new then never imports GX in the flow process. The record is only
+    written after a successful check, so a bad spec leaves the lake untouched."""
+    if lake is not None and lake.exists(checked_record(lake, spec)):
+        return
+    check_expectations(spec, source=f"dataset spec '{spec.name}'")
+    if lake is not None:
+        lake.write_json(
+            checked_record(lake, spec), {"suite": spec.expectations_hash(), "gx": gx_version()}
+        )
 
 
 # Tasks ---------------------------------------------------------------------------------------
 @task(name="check-expectations")
-def check_expectations_task(spec: DatasetSpec) -> None:
-    """Fail fast on an expectation config GX cannot build."""
-    check_expectations(spec, source=f"dataset spec '{spec.name}'")
+def check_expectations_task(spec: DatasetSpec, lake: str | None = None) -> None:
+    """Fail fast on an expectation config GX cannot build (once per suite, GX and lake)."""
+    check_expectations_once(spec, Lake(lake) if lake else None)
 
 
 def validation_identity(inputs: Mapping[str, Any]) -> dict[str, Any]:

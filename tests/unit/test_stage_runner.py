@@ -14,7 +14,12 @@ from tasks.errors import ClusterError
 def test_a_local_stage_cluster_is_sized_named_and_closed() -> None:
     runner = StageTaskRunner(
         stage="train",
-        cluster=DaskClusterConfig(max_workers=2, partitions_per_worker=1, threads_per_worker=1),
+        cluster=DaskClusterConfig(
+            max_workers=2,
+            partitions_per_worker=1,
+            threads_per_worker=1,
+            pack_local_training=False,
+        ),
         partitions=2,
         total_bytes=1000,
     )
