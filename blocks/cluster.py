@@ -277,6 +277,11 @@ class DaskClusterConfig(Block):
                 # all of them trains faster (no inter-process AllReduce, one histogram per
                 # node) and holds the same data within the same total memory budget.
                 threads, memory, workers = threads * workers, self.memory_bytes * workers, 1
+            # One partition to ingest or validate (a file added to a known landing folder):
+            # starting a worker process and its imports costs more than the work, so the
+            # worker runs in this process's threads (unless workers need an environment of
+            # their own).
+            in_process = stage in ELASTIC_STAGES and partitions == 1 and not self.env
             return StagePlan(
                 mode="local",
                 name=name,
@@ -289,9 +294,10 @@ class DaskClusterConfig(Block):
                     "n_workers": workers,
                     "threads_per_worker": threads,
                     "memory_limit": memory,
-                    "processes": True,
+                    "processes": not in_process,
+                    # In-process workers share this process's environment and settings.
+                    **({} if in_process else {"env": {**runtime_env, **self.env}}),
                     "dashboard_address": ":0",
-                    "env": {**runtime_env, **self.env},
                     "scheduler_kwargs": scheduler_kwargs,
                 },
                 adapt_kwargs=adapt,

@@ -63,10 +63,18 @@ def validate_flow(
     report = build_report_task(spec=dataset, lake=lake, version=version, results=validated.results)
     publish_validation_report(report)
     logger = run_logger("validate", dataset=dataset.name, dataset_version=version.version)
-    # The docs show the report; failing to render them must not fail the validation.
-    docs = write_data_docs_task(
-        report=report, spec=dataset, version=version, lake=lake, return_state=True
-    )
+    # The docs show the report; failing to render them must not fail the validation. When
+    # partitions were validated now, GX is loaded on the stage's workers: render there.
+    if validated.computed:
+        rendered = write_data_docs_task.submit(
+            report=report, spec=dataset, version=version, lake=lake
+        )
+        rendered.wait()
+        docs = rendered.state
+    else:
+        docs = write_data_docs_task(
+            report=report, spec=dataset, version=version, lake=lake, return_state=True
+        )
     if docs.is_completed():
         publish_link(
             key=artifact_key("data-docs", dataset.name),

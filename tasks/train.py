@@ -178,9 +178,17 @@ def _as_float(series: pd.Series, kind: str) -> pd.Series:
     return values.astype("float32")
 
 
-def prepare_frame(frame: pd.DataFrame, layout: FeatureLayout) -> pd.DataFrame:
-    """Model inputs, label and split code for one partition (rows without a target dropped)."""
+def prepare_frame(
+    frame: pd.DataFrame, layout: FeatureLayout, keep: tuple[int, ...] | None = None
+) -> pd.DataFrame:
+    """Model inputs, label and split code for one partition (rows without a target dropped;
+    with ``keep``, only the rows of those split codes)."""
     frame = frame[frame[layout.target].notna()]
+    split = split_codes(frame, key=layout.key, split=layout.split)
+    if keep is not None:
+        # Drop what will not be used before the work of encoding it.
+        wanted = np.isin(split, keep)
+        frame, split = frame[wanted], split[wanted]
     out = pd.DataFrame(index=frame.index)
     for name in layout.features:
         kind = layout.feature_types[name]
@@ -197,11 +205,10 @@ def prepare_frame(frame: pd.DataFrame, layout: FeatureLayout) -> pd.DataFrame:
         codes, uniques = pd.factorize(target)
         lookup = np.array([index.get(class_name(v), -1) for v in uniques], dtype="int32")
         out[LABEL_COLUMN] = lookup[codes] if len(lookup) else np.full(len(codes), -1, "int32")
-        out = out[out[LABEL_COLUMN] >= 0]  # a class unknown to this model cannot be scored
-    else:
-        out[LABEL_COLUMN] = pd.to_numeric(target).astype("float64")
-    codes = split_codes(frame.loc[out.index], key=layout.key, split=layout.split)
-    out[SPLIT_COLUMN] = codes
+        out[SPLIT_COLUMN] = split
+        return out[out[LABEL_COLUMN] >= 0]  # a class unknown to this model cannot be scored
+    out[LABEL_COLUMN] = pd.to_numeric(target).astype("float64")
+    out[SPLIT_COLUMN] = split
     return out
 
 
@@ -237,8 +244,11 @@ def evaluate(task_kind: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str
 
 
 # Distributed parts --------------------------------------------------------------------------------
-def load_prepared(client: Client, uris: list[str], layout: FeatureLayout) -> dd.DataFrame:
-    """Read the partitions once on the cluster, prepare them, and keep them in worker memory."""
+def load_prepared(
+    client: Client, uris: list[str], layout: FeatureLayout, keep: tuple[int, ...] | None = None
+) -> dd.DataFrame:
+    """Read the partitions once on the cluster, prepare them (the rows of the ``keep`` split
+    codes only, if given), and keep them in worker memory."""
     import dask.dataframe as dd
 
     # A keyless split hashes whole rows, so it needs every column.
@@ -247,7 +257,7 @@ def load_prepared(client: Client, uris: list[str], layout: FeatureLayout) -> dd.
     )
     raw = dd.read_parquet(uris, columns=columns, storage_options=storage_options(uris[0]))
     meta = prepare_frame(raw._meta, layout)
-    prepared = raw.map_partitions(prepare_frame, layout, meta=meta)
+    prepared = raw.map_partitions(prepare_frame, layout, keep, meta=meta)
     return client.persist(prepared)
 
 
@@ -277,9 +287,20 @@ def score(
     split: str,
 ) -> dict[str, float]:
     """Metrics of ``booster`` on one split of a prepared frame."""
-    rows = prepared[prepared[SPLIT_COLUMN] == SPLITS[split]]
+    return score_each(client, [booster], prepared, layout, split)[0]
+
+
+def score_each(
+    client: Client,
+    boosters: list[xgboost.Booster],
+    prepared: dd.DataFrame,
+    layout: FeatureLayout,
+    split: str,
+) -> list[dict[str, float]]:
+    """Metrics of each booster on one split of a prepared frame (its labels gathered once)."""
+    rows = client.persist(prepared[prepared[SPLIT_COLUMN] == SPLITS[split]])
     y_true = np.asarray(client.compute(rows[LABEL_COLUMN]).result())
-    return evaluate(layout.task, y_true, predict(client, booster, rows, layout))
+    return [evaluate(layout.task, y_true, predict(client, b, rows, layout)) for b in boosters]
 
 
 @dataclass(frozen=True)
@@ -323,11 +344,14 @@ def train_distributed(
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    prepared = load_prepared(client, uris, layout)
+    warm = train_uris is not None and sorted(train_uris) != sorted(uris)
+    # A warm start fits on the new partitions' train rows and judges on everyone's
+    # validation and test rows: each read keeps only the rows it is used for.
+    prepared = load_prepared(client, uris, layout, keep=(1, 2) if warm else None)
     rows = split_sizes(client, prepared)
     fitted = prepared
-    if train_uris is not None and sorted(train_uris) != sorted(uris):
-        fitted = load_prepared(client, train_uris, layout)
+    if warm and train_uris is not None:
+        fitted = load_prepared(client, train_uris, layout, keep=(0,))
         rows["train"] = split_sizes(client, fitted)["train"]
     timings["load_seconds"] = time.perf_counter() - started
     empty = [name for name, n in rows.items() if n == 0]
@@ -386,8 +410,10 @@ def train_distributed(
     if best_iteration + 1 < rounds:
         booster = booster[: best_iteration + 1]
     started = time.perf_counter()
-    metrics = score(client, booster, prepared, layout, "test")
-    base_metrics = score(client, base, prepared, layout, "test") if base is not None else {}
+    metrics, *base_scores = score_each(
+        client, [booster, *([base] if base is not None else [])], prepared, layout, "test"
+    )
+    base_metrics = base_scores[0] if base_scores else {}
     timings["evaluate_seconds"] = time.perf_counter() - started
     return TrainedModel(
         booster=booster,

@@ -116,7 +116,15 @@ def test_local_plan_follows_the_partition_count_within_the_cores() -> None:
     assert one.cluster_kwargs["threads_per_worker"] == 8
     assert one.cluster_kwargs["name"] == "mlops-validate-0d7f7b8e3a52"
     assert one.cluster_kwargs["memory_limit"] == "4GiB"
-    assert one.cluster_kwargs["env"] == {"PREFECT_API_URL": "http://127.0.0.1:4200/api"}
+    # One partition runs on a worker in this process; more get worker processes, which
+    # are told where the Prefect API is.
+    assert one.cluster_kwargs["processes"] is False and "env" not in one.cluster_kwargs
+    two = plan(config, "validate", 2, cpus=8).cluster_kwargs
+    assert two["processes"] is True
+    assert two["env"] == {"PREFECT_API_URL": "http://127.0.0.1:4200/api"}
+    assert plan(config, "train", 1, cpus=8).cluster_kwargs["processes"] is True
+    with_env = config.model_copy(update={"env": {"AWS_PROFILE": "lake"}})
+    assert plan(with_env, "validate", 1, cpus=8).cluster_kwargs["processes"] is True
     # Unknown partition count: planned for max_workers (then released if adaptive).
     assert plan(config, "ingest", None, cpus=8).workers == 8
 
