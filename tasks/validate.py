@@ -326,7 +326,7 @@ def gx_version() -> str:
 def checked_record(lake: Lake, spec: DatasetSpec) -> str:
     """Where a lake records that the spec's suite builds under the installed GX."""
     name = f"{spec.expectations_hash()}-gx{gx_version()}.json"
-    return lake.path("runs", "results", "check-expectations", name)
+    return lake.path("runs", "checks", "expectations", name)
 
 
 def check_expectations_once(spec: DatasetSpec, lake: Lake | None) -> None:

@@ -96,7 +96,7 @@ def test_reruns_reuse_cached_results_from_the_lake_refresh_and_expiry_recompute(
     written = records(lake)
     assert Counter(k.split("/")[0] for k in written) == first
     # The suite's check is cached too: later runs need not import GX to repeat it.
-    assert len(list((Path(lake) / "runs" / "results" / "check-expectations").iterdir())) == 1
+    assert len(list((Path(lake) / "runs" / "checks" / "expectations").iterdir())) == 1
     # Results live in the lake, not in Prefect's local storage.
     assert (set(default_storage.rglob("*")) if default_storage.exists() else set()) == stored_before
 
@@ -142,5 +142,6 @@ def test_reruns_reuse_cached_results_from_the_lake_refresh_and_expiry_recompute(
         "validate-partition": 4,
     }
     assert not [p for p in Path(lake).rglob(".tmp-*")]
-    # Besides the cache, only what runs show (Data Docs; reports are off in the suite).
-    assert set(os.listdir(Path(lake) / "runs")) == {"results", "data-docs"}
+    # Besides the cache and the suite's check, only what runs show (Data Docs; reports are
+    # off in the suite).
+    assert set(os.listdir(Path(lake) / "runs")) == {"results", "checks", "data-docs"}
