@@ -24,7 +24,7 @@ BENCH_REPEATS ?= 3
 help:
 	@echo "make run   - generate demo data (once) and run the whole pipeline on it"
 	@echo "make test  - run the test suite"
-	@echo "make lint  - ruff and mypy"
+	@echo "make lint  - ruff, mypy and the import contracts (import-linter)"
 	@echo "make bench - the pipeline vs a plain script at $(BENCH_SIZES) rows (long: see README)"
 
 $(BIN)/python:
@@ -59,6 +59,7 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(DATA) .prefect .pytest_cache .mypy_cache .ruff_cache

@@ -10,14 +10,14 @@ import argparse
 import json
 import time
 
+from flows.train import train_flow
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True)
     parser.add_argument("--lake", required=True)
     args = parser.parse_args()
-
-    from flows.train import train_flow
 
     started = time.perf_counter()
     candidate = train_flow(spec=args.spec, lake=args.lake)

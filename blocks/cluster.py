@@ -9,13 +9,17 @@ Three modes:
 
 Save one with ``DaskClusterConfig(mode="kubernetes", image=...).save("prod")`` and pass
 ``cluster="prod"`` to a flow (or ``mlops run --cluster prod``).
+
+The block holds fields and their validation only. What acts on it takes it as an argument:
+``tasks/runtime/runner.py`` resolves a flow's ``cluster`` parameter to one,
+``tasks/runtime/probe.py`` checks that it can be reached and ``tasks/runtime/plan.py`` plans
+each stage's cluster from it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, cast
 
 from dask.utils import parse_bytes
@@ -23,14 +27,9 @@ from prefect.blocks.core import Block
 from pydantic import Field, field_validator, model_validator
 
 from tasks.errors import ClusterError
-from tasks.sizing import size_workers, threads_per_worker
 
 ClusterMode = Literal["local", "address", "kubernetes"]
 PerformanceReportMode = Literal["cdn", "inline", "off"]
-Stage = Literal["ingest", "validate", "train", "promote"]
-# Stages whose tasks are independent per partition; training is one XGBoost job across all
-# workers and must not lose or gain workers halfway (XGBoost is not elastic).
-ELASTIC_STAGES: frozenset[str] = frozenset({"ingest", "validate"})
 SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls)://[^\s/:]+:\d{1,5}$")
 RFC1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -45,24 +44,6 @@ def default_performance_report() -> PerformanceReportMode:
             f"MLOPS_DASK_PERFORMANCE_REPORT must be cdn, inline or off, not {value!r}"
         )
     return cast(PerformanceReportMode, value)
-
-
-@dataclass(frozen=True)
-class StagePlan:
-    """What a stage's task runner connects to or creates, decided before anything starts."""
-
-    mode: ClusterMode
-    name: str
-    workers: int
-    # Workers that must have joined before cluster-wide work (training) starts, and how
-    # long to wait for them.
-    wait_for_workers: int
-    worker_timeout: float
-    address: str | None = None
-    cluster_class: str | None = None
-    cluster_kwargs: dict[str, Any] = field(default_factory=dict)
-    adapt_kwargs: dict[str, Any] = field(default_factory=dict)
-    performance_report: PerformanceReportMode = "cdn"
 
 
 class DaskClusterConfig(Block):
@@ -178,167 +159,9 @@ class DaskClusterConfig(Block):
             raise ValueError("mode 'kubernetes' needs the image its scheduler and workers run")
         return self
 
-    # Choosing one ----------------------------------------------------------------------
-    @classmethod
-    def resolve(cls, cluster: DaskClusterConfig | str | None) -> DaskClusterConfig:
-        """The config for a flow's ``cluster`` parameter.
-
-        ``local`` (or nothing), ``kubernetes``, a scheduler address (``tcp://host:port``), or
-        the name of a saved block of this type.
-        """
-        if cluster is None or isinstance(cluster, DaskClusterConfig):
-            return cluster or cls()
-        value = cluster.strip()
-        try:
-            if value in ("", "local"):
-                return cls()
-            if value == "kubernetes":
-                return cls(mode="kubernetes")
-            if "://" in value:
-                return cls(mode="address", address=value)
-        except ValueError as err:
-            raise ClusterError(f"cluster '{value}': {_first_error(err)}") from None
-        try:
-            loaded = cast(DaskClusterConfig, cls.load(value))
-        except ValueError:
-            raise ClusterError(
-                f"cluster '{value}' is not 'local', 'kubernetes', a scheduler address "
-                f"(tcp://host:port) or the name of a saved '{cls._block_type_name}' block"
-            ) from None
-        return loaded
-
-    # Sizing ----------------------------------------------------------------------------
     @property
     def memory_bytes(self) -> int:
         return int(parse_bytes(self.memory_per_worker))
-
-    def workers_for(self, *, partitions: int, total_bytes: int, cpus: int) -> int:
-        """Workers for ``partitions`` partitions of ``total_bytes`` (tasks.sizing's rules).
-
-        A local cluster never gets more worker processes than the machine has cores.
-        """
-        ceiling = min(self.max_workers, cpus) if self.mode == "local" else self.max_workers
-        return size_workers(
-            partitions=partitions,
-            total_bytes=total_bytes,
-            min_workers=min(self.min_workers, ceiling),
-            max_workers=ceiling,
-            partitions_per_worker=self.partitions_per_worker,
-            memory_per_worker=self.memory_bytes,
-        )
-
-    def plan(
-        self,
-        *,
-        stage: Stage,
-        name: str,
-        partitions: int | None,
-        total_bytes: int | None,
-        cpus: int,
-        api_url: str | None = None,
-        labels: dict[str, str] | None = None,
-    ) -> StagePlan:
-        """What the stage's runner will create (or connect to): pure, so it is tested as data.
-
-        Without a partition count the stage is planned for ``max_workers``; elastic stages
-        then release what they do not use.
-        """
-        elastic = stage in ELASTIC_STAGES and self.adaptive
-        if partitions is None:
-            workers = self.workers_for(
-                partitions=self.max_workers * self.partitions_per_worker, total_bytes=0, cpus=cpus
-            )
-        else:
-            workers = self.workers_for(
-                partitions=partitions, total_bytes=total_bytes or 0, cpus=cpus
-            )
-        adapt = {"minimum": min(self.min_workers, workers), "maximum": workers} if elastic else {}
-        # Workers report task runs to the flow's Prefect API; without it (ephemeral mode) each
-        # worker process would start a temporary API server of its own.
-        runtime_env = {"PREFECT_API_URL": api_url} if api_url else {}
-        if self.mode == "address":
-            return StagePlan(
-                mode="address",
-                name=name,
-                workers=workers,
-                wait_for_workers=max(self.min_workers, 1),
-                worker_timeout=self.worker_timeout,
-                address=self.address,
-                performance_report=self.performance_report,
-            )
-        if self.mode == "local":
-            scheduler_kwargs = {"idle_timeout": self.idle_timeout} if self.idle_timeout else {}
-            threads = threads_per_worker(
-                workers=workers, cpus=cpus, configured=self.threads_per_worker
-            )
-            memory: int | str = self.memory_per_worker
-            if stage == "train" and self.pack_local_training and workers > 1:
-                # Local workers share one machine's cores and memory anyway: one process with
-                # all of them trains faster (no inter-process AllReduce, one histogram per
-                # node) and holds the same data within the same total memory budget.
-                threads, memory, workers = threads * workers, self.memory_bytes * workers, 1
-            # One partition to ingest or validate (a file added to a known landing folder):
-            # starting a worker process and its imports costs more than the work, so the
-            # worker runs in this process's threads (unless workers need an environment of
-            # their own).
-            in_process = stage in ELASTIC_STAGES and partitions == 1 and not self.env
-            return StagePlan(
-                mode="local",
-                name=name,
-                workers=workers,
-                wait_for_workers=workers,
-                worker_timeout=self.worker_timeout,
-                cluster_class="distributed.LocalCluster",
-                cluster_kwargs={
-                    "name": name,
-                    "n_workers": workers,
-                    "threads_per_worker": threads,
-                    "memory_limit": memory,
-                    "processes": not in_process,
-                    # In-process workers share this process's environment and settings.
-                    **({} if in_process else {"env": {**runtime_env, **self.env}}),
-                    "dashboard_address": ":0",
-                    "scheduler_kwargs": scheduler_kwargs,
-                },
-                adapt_kwargs=adapt,
-                performance_report=self.performance_report,
-            )
-        from tasks.kube import dask_cluster_resource
-
-        resource = dask_cluster_resource(
-            self, name=name, workers=workers, env=runtime_env, labels=labels or {}
-        )
-        return StagePlan(
-            mode="kubernetes",
-            name=name,
-            workers=workers,
-            wait_for_workers=workers,
-            worker_timeout=self.worker_timeout,
-            cluster_class="tasks.kube.start_kube_cluster",
-            cluster_kwargs={
-                "custom_cluster_spec": resource,
-                "namespace": self.namespace,
-                "shutdown_on_close": True,
-                "resource_timeout": int(self.worker_timeout),
-                "startup_timeout": self.worker_timeout,
-                # No progress bars in a flow's log.
-                "quiet": True,
-            },
-            adapt_kwargs=adapt,
-            performance_report=self.performance_report,
-        )
-
-    # Before anything starts ------------------------------------------------------------
-    def check_reachable(self) -> None:
-        """Fail now, with a clear error, if the scheduler or Kubernetes API cannot be reached."""
-        if self.mode == "address":
-            from tasks.cluster import check_scheduler
-
-            check_scheduler(str(self.address), timeout=min(self.worker_timeout, 30))
-        elif self.mode == "kubernetes":
-            from tasks.kube import check_kubernetes_api
-
-            check_kubernetes_api(self.namespace, timeout=min(self.worker_timeout, 30))
 
     def describe(self) -> str:
         if self.mode == "address":
@@ -346,11 +169,3 @@ class DaskClusterConfig(Block):
         if self.mode == "kubernetes":
             return f"Kubernetes (namespace {self.namespace}, image {self.image})"
         return "local cluster"
-
-
-def _first_error(err: ValueError) -> str:
-    errors = getattr(err, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        return str(first.get("msg", err)).removeprefix("Value error, ")
-    return str(err)

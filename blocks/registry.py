@@ -17,7 +17,7 @@ from pydantic import Field
 
 from tasks.errors import RegistryError
 from tasks.lake import Lake
-from tasks.models import ModelMetadata, PromotionDecision, utcnow
+from tasks.records import ModelMetadata, PromotionDecision, utcnow
 
 if TYPE_CHECKING:
     import xgboost

@@ -117,16 +117,17 @@ def _positive_days(text: str) -> float:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Subcommands import what they use when they run: `mlops --help` stays instant.
+    from deployments.progress import ProgressDisplay
     from flows.pipeline import ml_pipeline
-    from tasks.caching import CacheOptions
+    from tasks.runtime.caching import CacheOptions
+    from tasks.runtime.progress import progress_listener
 
     cache = CacheOptions(refresh=args.refresh, expiration_days=args.cache_expiration_days)
     with contextlib.ExitStack() as stack:
         if not args.no_progress:
-            from deployments.progress import ProgressDisplay
-            from tasks.observability import progress_listener
-
-            stack.enter_context(progress_listener(ProgressDisplay()))
+            display = stack.enter_context(ProgressDisplay())
+            stack.enter_context(progress_listener(display))
         result = ml_pipeline(
             spec=args.spec, source=args.source, lake=args.lake, cluster=args.cluster, cache=cache
         )

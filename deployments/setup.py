@@ -13,6 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefect.blocks.system import Secret
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+from prefect.exceptions import ObjectNotFound
+from prefect.workers.process import ProcessWorker
+
+from blocks.cluster import DaskClusterConfig
+from blocks.registry import ModelRegistry
+from blocks.results import LakeResultStorage
+
 REPO = Path(__file__).resolve().parent.parent
 KUBERNETES_TEMPLATE = REPO / "infra" / "k8s" / "base-job-template.json"
 LOCAL_POOL = "local-process"
@@ -44,9 +54,6 @@ def setup(*, kubernetes_template: Path = KUBERNETES_TEMPLATE) -> list[Step]:
 
 def register_block_types() -> list[Step]:
     """What ``prefect block register -m blocks.<module>`` does, for every module."""
-    from blocks.cluster import DaskClusterConfig
-    from blocks.registry import ModelRegistry
-    from blocks.results import LakeResultStorage
 
     steps = []
     for block in (DaskClusterConfig, ModelRegistry, LakeResultStorage):
@@ -57,9 +64,6 @@ def register_block_types() -> list[Step]:
 
 def default_blocks() -> list[Step]:
     """A ``default`` cluster config (local) and, if the environment has one, the secret."""
-    from prefect.blocks.system import Secret
-
-    from blocks.cluster import DaskClusterConfig
 
     steps = [_save_once(DaskClusterConfig(mode="local"), "default", "cluster config")]
     secret = os.environ.get(WEBHOOK_SECRET_ENV)
@@ -88,7 +92,6 @@ def _save_once(block: Any, name: str, label: str) -> Step:
 
 def local_pool() -> Step:
     """The ``local-process`` pool: flow runs as subprocesses of a process worker."""
-    from prefect.workers.process import ProcessWorker
 
     template = ProcessWorker.get_default_base_job_template()
     return _ensure_pool(LOCAL_POOL, "process", template, update=False)
@@ -101,9 +104,6 @@ def kubernetes_pool(template_path: Path) -> Step:
 
 
 def _ensure_pool(name: str, kind: str, template: dict[str, Any], *, update: bool) -> Step:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
-    from prefect.exceptions import ObjectNotFound
 
     what = f"work pool '{name}' ({kind})"
     with get_client(sync_client=True) as client:

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks.artifacts import publish_ingest_summary
-from tasks.caching import CacheOptions, map_cached
-from tasks.cluster import stage_task_runner
 from tasks.errors import SourceError
-from tasks.ingest import (
+from tasks.ingest.tasks import (
     INGEST_CACHE,
-    build_version_task,
     ingest_file_task,
     list_landing_task,
+    publish_ingest_summary_task,
     sweep_temporaries_task,
+    write_version_task,
 )
-from tasks.models import IngestOutcome, IngestResult
-from tasks.observability import StageProgress, run_logger
+from tasks.records import IngestOutcome, IngestResult
+from tasks.runtime.caching import CacheOptions, map_cached
+from tasks.runtime.progress import StageProgress, run_logger
+from tasks.runtime.runner import stage_task_runner
 from tasks.spec import load_spec_task
 
 
@@ -70,7 +70,7 @@ def ingest_flow(
         raise SourceError(
             f"none of the {len(files)} landing file(s) could be ingested:\n  {reasons}"
         )
-    result = build_version_task(spec=dataset, lake=lake, source=source, outcomes=outcomes)
+    result = write_version_task(spec=dataset, lake=lake, source=source, outcomes=outcomes)
     logger = run_logger("ingest", dataset=dataset.name, dataset_version=result.version.version)
     for record in result.version.quarantined:
         logger.warning("Quarantined %s", record.reason, extra={"source_uri": record.source_uri})
@@ -86,5 +86,5 @@ def ingest_flow(
         ingested.computed,
         ingested.reused,
     )
-    publish_ingest_summary(result)
+    publish_ingest_summary_task(result)
     return result

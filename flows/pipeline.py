@@ -8,14 +8,13 @@ from flows.ingest import ingest_flow
 from flows.promote import promote_flow
 from flows.train import train_flow
 from flows.validate import validate_flow
-from tasks.caching import CacheOptions
-from tasks.cluster import resolve_cluster_task, stage_task_runner
-from tasks.ingest import discover_landing_task
-from tasks.models import PipelineResult
-from tasks.observability import record_run_metrics_task
-from tasks.pipeline import StageClock, pipeline_result
+from tasks.ingest.tasks import list_landing_task
+from tasks.pipeline import StageClock, pipeline_result, record_run_metrics_task
+from tasks.records import PipelineResult
+from tasks.runtime.caching import CacheOptions
+from tasks.runtime.runner import resolve_cluster_task, stage_task_runner
 from tasks.spec import load_spec_task
-from tasks.validate import check_expectations_task
+from tasks.validate.tasks import check_expectations_task
 
 
 @flow(name="ml-pipeline")
@@ -46,7 +45,7 @@ def ml_pipeline(
     # data is touched; the expectation check goes last, as it records in the lake that it passed.
     dataset = load_spec_task(spec)
     config = resolve_cluster_task(cluster)
-    landing = discover_landing_task(source)
+    landing = list_landing_task(source)
     check_expectations_task(dataset, lake=lake)
 
     clock = StageClock()
@@ -56,7 +55,7 @@ def ml_pipeline(
                 "ingest",
                 cluster=config,
                 partitions=len(landing),
-                total_bytes=sum(landing.values()),
+                total_bytes=sum(f.bytes for f in landing),
             )
         )(spec=spec, source=source, lake=lake, cluster=cluster, cache=cache)
     version = ingested.version

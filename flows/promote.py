@@ -5,19 +5,19 @@ from __future__ import annotations
 from prefect import flow
 from prefect.transactions import transaction
 
-from tasks.artifacts import publish_model_card
-from tasks.cluster import stage_scheduler_address, stage_task_runner
-from tasks.models import PromotionDecision
-from tasks.observability import run_logger
-from tasks.promote import (
-    make_decision,
-    model_card_task,
+from tasks.promote.decide import make_decision
+from tasks.promote.lock import promotion_lock
+from tasks.promote.tasks import (
+    build_model_card_task,
     move_alias_task,
     promotion_inputs_task,
-    promotion_lock,
+    publish_model_card_task,
     record_decision_task,
     rescore_champion_task,
 )
+from tasks.records import PromotionDecision
+from tasks.runtime.progress import run_logger
+from tasks.runtime.runner import stage_scheduler_address, stage_task_runner
 from tasks.spec import load_spec_task
 
 
@@ -58,7 +58,7 @@ def promote_flow(
             champion_value=champion_value,
             incompatible=inputs.incompatible,
         )
-        card = model_card_task(lake=lake, candidate=candidate, decision=decision)
+        card = build_model_card_task(lake=lake, candidate=candidate, decision=decision)
         # All or nothing: if the decision cannot be recorded, the alias is moved back.
         with transaction():
             move_alias_task(lake=lake, decision=decision)
@@ -73,5 +73,5 @@ def promote_flow(
         decision.reason,
         decision.champion_after,
     )
-    publish_model_card(dataset=dataset.name, markdown=card, decision=decision)
+    publish_model_card_task(dataset=dataset.name, markdown=card, decision=decision)
     return decision

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks.artifacts import publish_training_summary
-from tasks.cluster import stage_plan, stage_scheduler_address, stage_task_runner
-from tasks.ingest import load_version_task
-from tasks.models import ModelCandidate
-from tasks.observability import run_logger
-from tasks.reports import write_training_report_task
+from tasks.ingest.tasks import load_version_task
+from tasks.records import ModelCandidate
+from tasks.runtime.progress import run_logger
+from tasks.runtime.runner import stage_plan, stage_scheduler_address, stage_task_runner
 from tasks.spec import load_spec_task
-from tasks.train import (
-    load_report_task,
+from tasks.train.tasks import (
+    find_registered_model_task,
     plan_training_task,
-    registered_candidate_task,
+    publish_training_summary_task,
     train_model_task,
+    write_training_report_task,
 )
+from tasks.validate.tasks import load_report_task
 
 
 @flow(name="train", task_runner=stage_task_runner("train"))
@@ -40,7 +40,7 @@ def train_flow(
     version = load_version_task(lake=lake, spec=dataset, version=dataset_version)
     report = load_report_task(lake=lake, spec=dataset, version=version)
     plan = plan_training_task(spec=dataset, version=version, report=report, lake=lake)
-    candidate = registered_candidate_task(
+    candidate = find_registered_model_task(
         lake=lake, model_name=dataset.name, version=plan.model_version
     )
     logger = run_logger(
@@ -89,6 +89,6 @@ def train_flow(
             candidate.version,
             ", ".join(f"{k}={v:.4f}" for k, v in candidate.metrics.items()),
         )
-    publish_training_summary(lake=lake, candidate=candidate)
+    publish_training_summary_task(lake=lake, candidate=candidate)
     write_training_report_task(lake=lake, candidate=candidate)
     return candidate

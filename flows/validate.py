@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks.artifacts import artifact_key, publish_link, publish_validation_report
-from tasks.caching import CacheOptions, map_cached
-from tasks.cluster import stage_task_runner
-from tasks.data_docs import write_data_docs_task
 from tasks.errors import ValidationFailed
-from tasks.ingest import load_version_task
-from tasks.models import ValidationReport
-from tasks.observability import StageProgress, run_logger
+from tasks.ingest.tasks import load_version_task
+from tasks.records import ValidationReport
+from tasks.runtime.caching import CacheOptions, map_cached
+from tasks.runtime.progress import StageProgress, run_logger
+from tasks.runtime.runner import stage_task_runner
 from tasks.spec import load_spec_task
-from tasks.validate import (
+from tasks.validate.publish import publish_data_docs_link
+from tasks.validate.report import failure_message, failure_reason
+from tasks.validate.tasks import (
     VALIDATE_CACHE,
-    build_report_task,
     check_expectations_task,
-    failure_message,
-    failure_reason,
+    publish_validation_report_task,
     validate_partition_task,
+    write_data_docs_task,
+    write_report_task,
 )
 
 
@@ -60,8 +60,8 @@ def validate_flow(
             stage="validate", dataset=dataset.name, total=len(version.partitions), unit="partitions"
         ),
     )
-    report = build_report_task(spec=dataset, lake=lake, version=version, results=validated.results)
-    publish_validation_report(report)
+    report = write_report_task(spec=dataset, lake=lake, version=version, results=validated.results)
+    publish_validation_report_task(report)
     logger = run_logger("validate", dataset=dataset.name, dataset_version=version.version)
     # The docs show the report; failing to render them must not fail the validation. When
     # partitions were validated now, GX is loaded on the stage's workers: render there.
@@ -76,11 +76,7 @@ def validate_flow(
             report=report, spec=dataset, version=version, lake=lake, return_state=True
         )
     if docs.is_completed():
-        publish_link(
-            key=artifact_key("data-docs", dataset.name),
-            link=docs.result(),
-            description=f"Great Expectations Data Docs of {dataset.name} version {version.version}",
-        )
+        publish_data_docs_link(dataset=dataset.name, version=version.version, uri=docs.result())
     else:
         logger.warning("No Data Docs for this validation: %s", docs.message)
     for result in report.partitions:

@@ -34,7 +34,7 @@ def _mtime(path: str) -> float:
 
 @dataclass(frozen=True)
 class Lake:
-    """A root URI plus the layout below it (see DESIGN.md, "Storage layout")."""
+    """A root URI plus the layout below it (the README's "The lake" section shows it)."""
 
     uri: str
     _fs: fsspec.AbstractFileSystem = field(init=False, repr=False, compare=False)

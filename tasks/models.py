@@ -1,283 +1,43 @@
-"""The small typed objects that cross task and flow boundaries: references, never data."""
+"""Transitional alias of :mod:`tasks.records`, the typed objects that cross task boundaries.
 
-from __future__ import annotations
+Until 0.2 they lived here, and the cached result records that release wrote into lakes
+(``<lake>/runs/results``) name their classes ``tasks.models.<Class>``. Prefect loads a record
+by that name, so this alias keeps a lake written by 0.1 reusable. New code imports
+``tasks.records``. Remove it once no lake holds 0.1 records (README, "Upgrading").
+"""
 
-from datetime import UTC, datetime
-from typing import Any, Literal
+from tasks.records import (
+    DatasetVersion,
+    ExpectationOutcome,
+    FeatureLayout,
+    IngestOutcome,
+    IngestResult,
+    LandingFile,
+    ModelCandidate,
+    ModelMetadata,
+    PartitionRef,
+    PartitionValidation,
+    PipelineResult,
+    PromotionDecision,
+    QuarantineRecord,
+    ValidationReport,
+    WarmStart,
+)
 
-from pydantic import BaseModel, Field
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class PartitionRef(BaseModel):
-    """One typed Parquet partition in the lake, made from one landing file."""
-
-    partition_id: str
-    uri: str
-    source_uri: str
-    source_hash: str
-    source_format: str
-    rows: int
-    bytes: int
-    # Distinct values of category columns and of a classification target, so training
-    # knows every category and class without another pass over the data.
-    distinct: dict[str, list[str]] = Field(default_factory=dict)
-    dropped_columns: list[str] = Field(default_factory=list)
-
-
-class PartitionValidation(BaseModel):
-    """What Great Expectations found in one partition."""
-
-    partition_id: str
-    source_uri: str
-    success: bool
-    rows: int
-    evaluated: int
-    failed: int
-    unexpected_total: int
-    expectations: list[ExpectationOutcome]
-    # Great Expectations' own result (its JSON form), from which the Data Docs are built.
-    gx_result: dict[str, Any] | None = None
-
-
-class ExpectationOutcome(BaseModel):
-    type: str
-    column: str | None = None
-    success: bool
-    unexpected_count: int | None = None
-    unexpected_percent: float | None = None
-    partial_unexpected: list[str] = Field(default_factory=list)
-    error: str | None = None
-
-
-class QuarantineRecord(BaseModel):
-    """Why a landing file or a partition was set aside. Its data is kept, never deleted."""
-
-    record_id: str
-    stage: Literal["ingest", "validate"]
-    source_uri: str
-    reason: str
-    partition_id: str | None = None
-    detected_at: datetime = Field(default_factory=utcnow)
-    report: PartitionValidation | None = None
-
-
-class LandingFile(BaseModel):
-    """One landing file as the listing saw it."""
-
-    uri: str
-    bytes: int
-    # What the store says identifies the file's bytes (S3 ETag; size, mtime and inode on a
-    # disk): a changed file gets a new tag without being read. Keys the ingest cache.
-    tag: str
-
-
-class IngestOutcome(BaseModel):
-    """The result of ingesting one landing file: a partition or a quarantine record."""
-
-    partition: PartitionRef | None = None
-    quarantined: QuarantineRecord | None = None
-    reused: bool = False
-
-
-class DatasetVersion(BaseModel):
-    """A dataset version manifest. Its id is the hash of its contents, so it is immutable."""
-
-    dataset: str
-    version: str
-    created_at: datetime = Field(default_factory=utcnow)
-    source_uri: str
-    spec_hash: str
-    schema_hash: str
-    partitions: list[PartitionRef]
-    quarantined: list[QuarantineRecord] = Field(default_factory=list)
-    manifest_uri: str = ""
-
-    @property
-    def rows(self) -> int:
-        return sum(p.rows for p in self.partitions)
-
-    @property
-    def bytes(self) -> int:
-        return sum(p.bytes for p in self.partitions)
-
-    def bytes_of(self, partition_ids: list[str]) -> int:
-        """Bytes of the given partitions of this version (e.g. the accepted ones)."""
-        wanted = set(partition_ids)
-        return sum(p.bytes for p in self.partitions if p.partition_id in wanted)
-
-
-class IngestResult(BaseModel):
-    """A dataset version plus what this run had to do to produce it."""
-
-    version: DatasetVersion
-    new_partitions: list[str]
-    reused_partitions: list[str]
-
-
-class ValidationReport(BaseModel):
-    dataset: str
-    dataset_version: str
-    expectations_hash: str
-    created_at: datetime = Field(default_factory=utcnow)
-    partitions: list[PartitionValidation]
-    accepted: list[str]
-    rejected: list[str]
-    ingest_quarantined: int
-    total_files: int
-    accepted_fraction: float
-    threshold: float
-    passed: bool
-    report_uri: str = ""
-
-
-class ModelCandidate(BaseModel):
-    """A registered model version and its test metrics."""
-
-    model_name: str
-    version: str
-    dataset_version: str
-    metric: str
-    metrics: dict[str, float]
-    best_iteration: int
-    rows: dict[str, int]
-    model_uri: str
-    created_at: datetime
-    reused: bool = False
-
-
-class FeatureLayout(BaseModel):
-    """How rows become a model's inputs: the model's features, categories, classes and split.
-
-    Stored with every model, so a champion can be re-scored on a later candidate's data
-    exactly as it was trained.
-    """
-
-    task: Literal["binary", "multiclass", "regression"]
-    target: str
-    key: str | None
-    features: list[str]
-    feature_types: dict[str, str]
-    categories: dict[str, list[str]]
-    classes: list[str] | None
-    split: dict[str, Any]
-
-
-class WarmStart(BaseModel):
-    """How a model continues its base (the champion when it was trained) on new partitions."""
-
-    base_version: str
-    base_rounds: int
-    rounds: int
-    new_partitions: list[str]
-    new_rows: int
-    # The chain since the last model trained from scratch: after max_new_fraction of its
-    # rows were added, training starts over.
-    full_version: str
-    full_rows: int
-    rows_since_full: int
-    # The base's test metrics on this model's test rows, scored while they were loaded:
-    # promotion against the base (the champion) needs no second pass over the data.
-    base_metrics: dict[str, float] = Field(default_factory=dict)
-
-
-class ModelMetadata(BaseModel):
-    """``metadata.json`` next to ``model.ubj``: everything needed to trust and re-score a model."""
-
-    model_name: str
-    version: str
-    created_at: datetime = Field(default_factory=utcnow)
-    layout: FeatureLayout
-    params: dict[str, Any]
-    num_boost_round: int
-    early_stopping_rounds: int | None
-    best_iteration: int
-    best_score: float | None
-    metric: str
-    direction: Literal["maximize", "minimize"]
-    metrics: dict[str, float]
-    rows: dict[str, int]
-    eval_history: dict[str, dict[str, list[float]]]
-    dataset: str
-    dataset_version: str
-    partitions: list[str]
-    spec_hash: str
-    training_hash: str
-    package_version: str
-    xgboost_version: str
-    workers: int
-    timings: dict[str, float]
-    # Set when training continued from a checkpoint (after a lost worker or a crash).
-    resumed_from_round: int | None = None
-    # Set when the model boosted its base further on new partitions only.
-    warm_start: WarmStart | None = None
-
-
-class PromotionDecision(BaseModel):
-    model_name: str
-    candidate: str
-    champion_before: str | None
-    champion_after: str | None
-    metric: str
-    direction: Literal["maximize", "minimize"]
-    candidate_value: float | None
-    champion_value: float | None
-    min_improvement: float
-    promoted: bool
-    reason: str
-    decided_at: datetime = Field(default_factory=utcnow)
-
-
-class PipelineResult(BaseModel):
-    """What one ``ml_pipeline`` run did, end to end."""
-
-    dataset: str
-    dataset_version: str
-    partitions_total: int
-    partitions_accepted: int
-    partitions_quarantined: int
-    new_partitions: int
-    rows: int
-    model_version: str
-    model_reused: bool
-    metric: str
-    metrics: dict[str, float]
-    promoted: bool
-    champion: str | None
-    reason: str
-    lake: str
-    quarantined: list[str] = Field(default_factory=list)
-    # Wall time of each stage in this run, and rows by split (train, validation, test).
-    stage_seconds: dict[str, float] = Field(default_factory=dict)
-    split_rows: dict[str, int] = Field(default_factory=dict)
-
-    def summary(self) -> str:
-        """A few lines for a human at a terminal."""
-        outcome = "promoted to champion" if self.promoted else "not promoted"
-        metric_value = self.metrics.get(self.metric)
-        shown = f"{metric_value:.4f}" if metric_value is not None else "n/a"
-        lines = [
-            f"dataset   {self.dataset} version {self.dataset_version}: {self.rows:,} rows in "
-            f"{self.partitions_accepted}/{self.partitions_total} accepted partitions "
-            f"({self.new_partitions} new, {self.partitions_quarantined} quarantined)",
-            f"model     {self.model_name_version()}: test {self.metric} = {shown}"
-            + (" (reused: same data and spec as before)" if self.model_reused else ""),
-            f"decision  {outcome}: {self.reason}",
-            f"champion  {self.champion or 'none'}",
-            f"lake      {self.lake}",
-        ]
-        if self.stage_seconds:
-            lines.append(
-                "stages    " + ", ".join(f"{k} {v:.1f} s" for k, v in self.stage_seconds.items())
-            )
-        lines += [f"quarantined  {q}" for q in self.quarantined]
-        return "\n".join(lines)
-
-    def model_name_version(self) -> str:
-        return f"{self.dataset}@{self.model_version}"
-
-
-PartitionValidation.model_rebuild()
+__all__ = [
+    "DatasetVersion",
+    "ExpectationOutcome",
+    "FeatureLayout",
+    "IngestOutcome",
+    "IngestResult",
+    "LandingFile",
+    "ModelCandidate",
+    "ModelMetadata",
+    "PartitionRef",
+    "PartitionValidation",
+    "PipelineResult",
+    "PromotionDecision",
+    "QuarantineRecord",
+    "ValidationReport",
+    "WarmStart",
+]

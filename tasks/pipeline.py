@@ -1,19 +1,28 @@
-"""What one pipeline run did, assembled from the four stages' results."""
+"""What one pipeline run did, assembled from the four stages' results: the result, the stage
+clock, and the run's metrics (a table artifact and a Prometheus file in the lake)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from tasks.models import (
+from prefect import task
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from tasks.lake import Lake
+from tasks.records import (
     IngestResult,
     ModelCandidate,
     PipelineResult,
     PromotionDecision,
     ValidationReport,
 )
-from tasks.validate import failure_reason
+from tasks.retries import IO_RETRIES
+from tasks.runtime.publish import artifact_key, publish_table
+from tasks.validate.report import failure_reason
 
 
 def pipeline_result(
@@ -60,7 +69,6 @@ def without_own_heartbeat() -> Iterator[None]:
     stages run in its process. Each flow run's heartbeat thread is joined when the run
     ends, and it sleeps in one-second steps: that cost up to a second per stage.
     """
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
@@ -83,3 +91,81 @@ class StageClock:
                 yield
         finally:
             self.seconds[stage] = round(time.monotonic() - started, 3)
+
+
+def run_metrics(result: PipelineResult, *, finished_at: float) -> bytes:
+    """The run in Prometheus' text format (for node_exporter's textfile collector or any
+    scraper that reads files): stage durations, rows, partitions, model metrics, outcome."""
+
+    registry = CollectorRegistry()
+    labels = {"dataset": result.dataset}
+
+    def gauge(name: str, doc: str, extra: tuple[str, ...] = ()) -> Gauge:
+        return Gauge(name, doc, ["dataset", *extra], registry=registry)
+
+    seconds = gauge(
+        "mlops_stage_duration_seconds", "Wall time of each stage in the last run.", ("stage",)
+    )
+    for stage, value in result.stage_seconds.items():
+        seconds.labels(stage=stage, **labels).set(value)
+    rows = gauge("mlops_rows", "Rows in the last run, by what they were used for.", ("kind",))
+    rows.labels(kind="accepted", **labels).set(result.rows)
+    for split, count in result.split_rows.items():
+        rows.labels(kind=split, **labels).set(count)
+    partitions = gauge("mlops_partitions", "Landing files in the last run, by state.", ("state",))
+    for state, count in {
+        "total": result.partitions_total,
+        "accepted": result.partitions_accepted,
+        "quarantined": result.partitions_quarantined,
+        "new": result.new_partitions,
+    }.items():
+        partitions.labels(state=state, **labels).set(count)
+    metric = gauge("mlops_model_metric", "Test metrics of the last run's model.", ("metric",))
+    for name, value in result.metrics.items():
+        metric.labels(metric=name, **labels).set(value)
+    gauge("mlops_promoted", "1 if the last run promoted its model.").labels(**labels).set(
+        int(result.promoted)
+    )
+    gauge("mlops_last_run_timestamp_seconds", "When the last run finished.").labels(**labels).set(
+        finished_at
+    )
+    return bytes(generate_latest(registry))
+
+
+def run_metrics_path(lake: Lake, dataset: str) -> str:
+    return lake.path("runs", "metrics", f"{dataset}.prom")
+
+
+def stage_table(result: PipelineResult) -> list[dict[str, Any]]:
+    """Rows for the run-metrics table artifact: one per stage."""
+    handled = {
+        "ingest": f"{result.partitions_total} files, {result.new_partitions} new",
+        "validate": f"{result.partitions_accepted} accepted, "
+        f"{result.partitions_quarantined} quarantined",
+        "train": ", ".join(f"{k} {v:,}" for k, v in result.split_rows.items()),
+        "promote": "promoted" if result.promoted else "kept the champion",
+    }
+    return [
+        {"stage": stage, "seconds": seconds, "what": handled.get(stage, "")}
+        for stage, seconds in result.stage_seconds.items()
+    ]
+
+
+def record_run_metrics(result: PipelineResult) -> str:
+    """Stage durations and counts: a Prometheus file in the lake and a table artifact."""
+    lake = Lake(result.lake)
+    path = run_metrics_path(lake, result.dataset)
+    lake.write_bytes(path, run_metrics(result, finished_at=time.time()))
+    publish_table(
+        key=artifact_key("run-metrics", result.dataset),
+        table=stage_table(result),
+        description=f"Stage durations of the run on {result.dataset} version "
+        f"{result.dataset_version}; Prometheus metrics at {lake.url_of(path)}",
+    )
+    return lake.url_of(path)
+
+
+@task(name="record-run-metrics", **IO_RETRIES)
+def record_run_metrics_task(result: PipelineResult) -> str:
+    """Stage durations and counts: a table artifact, and a Prometheus file in the lake."""
+    return record_run_metrics(result)

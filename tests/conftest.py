@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.paths import DEMO_SPEC
+
 # Before anything imports Prefect: keep its state out of ~/.prefect, give the temporary
 # API server time to migrate on a slow machine, and keep telemetry off the network.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="mlops-test-prefect-"))
@@ -21,9 +23,6 @@ os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 # A Dask performance report costs the scheduler about a second per stage, and the suite
 # runs hundreds of stages: only the tests of the reports turn them on (monkeypatch).
 os.environ.setdefault("MLOPS_DASK_PERFORMANCE_REPORT", "off")
-
-REPO = Path(__file__).resolve().parent.parent
-DEMO_SPEC = REPO / "datasets" / "demo.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -96,20 +95,6 @@ def dask_client() -> Iterator[Any]:
         client.as_current(),
     ):
         yield client
-
-
-def read_artifact(key: str) -> Any:
-    """The latest artifact with ``key``, read back through the Prefect API (tables decoded)."""
-    import json
-
-    from prefect.artifacts import Artifact
-
-    artifact = Artifact.get(key)
-    assert artifact is not None, f"no artifact {key!r}"
-    data = artifact.data
-    if artifact.type == "table" and isinstance(data, str):
-        return json.loads(data), artifact
-    return data, artifact
 
 
 def _leftover_processes(timeout: float = 15) -> list[str]:

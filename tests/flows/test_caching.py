@@ -19,9 +19,9 @@ from prefect.settings import PREFECT_HOME
 
 from flows.ingest import ingest_flow
 from flows.validate import validate_flow
-from tasks.caching import CacheOptions, lake_cached
+from tasks.runtime.caching import CacheOptions, lake_cached
 from tasks.spec import load_spec
-from tasks.validate import VALIDATE_CACHE, validate_partition_task
+from tasks.validate.tasks import VALIDATE_CACHE, validate_partition_task
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]
 STAGE_TASKS = ("ingest-file", "validate-partition")
@@ -72,7 +72,7 @@ def records(lake: str) -> dict[str, float]:
 
 def forget_result_storage_block(lake: str) -> None:
     """What another machine with its own Prefect API sees: the lake, and no saved block."""
-    from tasks.caching import result_storage
+    from tasks.runtime.caching import result_storage
 
     block = result_storage(lake, saved=True)
     with get_client(sync_client=True) as client:

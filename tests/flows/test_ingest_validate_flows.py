@@ -8,8 +8,7 @@ import pytest
 from flows.ingest import ingest_flow
 from flows.validate import validate_flow
 from tasks.errors import SourceError, ValidationFailed
-
-from ..conftest import read_artifact
+from tests.support.artifacts import read_artifact
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 

@@ -16,15 +16,15 @@ import pytest
 from flows.ingest import ingest_flow
 from flows.train import train_flow
 from flows.validate import validate_flow
-from tasks.checkpoint import Checkpoints
 from tasks.demo_data import write_demo_data
-from tasks.ingest import load_version
+from tasks.ingest.versions import load_version
 from tasks.lake import Lake
-from tasks.models import ModelMetadata
+from tasks.records import ModelMetadata
 from tasks.spec import load_spec
-from tasks.train import plan_training, train_distributed
-
-from ..support.processes import dask_worker_processes
+from tasks.train.checkpoint import Checkpoints
+from tasks.train.distributed import train_distributed
+from tasks.train.plan import plan_training
+from tests.support.processes import dask_worker_processes
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 

@@ -11,12 +11,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import Artifact
 from prefect.context import FlowRunContext
 
-from tasks.observability import (
-    ProgressUpdate,
-    StageProgress,
-    progress_listener,
-    stage_diagnostics,
-)
+from tasks.runtime.dask_report import stage_diagnostics
+from tasks.runtime.progress import ProgressUpdate, StageProgress, progress_listener
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,10 @@ from flows.ingest import ingest_flow
 from flows.promote import promote_flow
 from flows.train import train_flow
 from flows.validate import validate_flow
+from tasks.promote.rescore import champion_score
 from tasks.spec import load_spec
-
-from ..conftest import read_artifact
+from tests.support.artifacts import read_artifact
+from tests.support.bokeh_pages import named_sources
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 @pytest.fixture(scope="module")
 def validated(demo_source: Path, tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> str:
     """A lake holding the clean demo data, ingested and validated by the stage flows."""
-    from ..conftest import DEMO_SPEC
+    from tests.support.paths import DEMO_SPEC
 
     lake = str(tmp_path_factory.mktemp("train-lake"))
     ingest_flow(spec=str(DEMO_SPEC), source=str(demo_source), lake=lake)
@@ -56,41 +56,23 @@ def test_train_registers_a_ubjson_model_with_full_metadata_and_reuses_it(
     markdown, _ = read_artifact("training-customers")
     assert "Reused" in markdown
 
-    # The training report: linked from the run, a page of inline SVG charts in the lake.
+    # The training report: linked from the run, a self-contained Bokeh page in the lake.
     data, artifact = read_artifact("training-report-customers")
     # Prefect stores a link artifact as markdown, "[text](url)".
     link = data.rsplit("(", 1)[-1].rstrip(")")
     assert link.endswith(f"runs/reports/customers/{candidate.version}/training.html")
     page = Path(link.removeprefix("file://")).read_text()
-    charts = ReportParser.parse(page)
-    rounds = len(meta["eval_history"]["validation"]["logloss"])
-    assert charts.series == {"train": rounds, "validation": rounds}
-    assert charts.features and set(charts.features) <= set(meta["layout"]["features"])
+    # A Bokeh page that needs no network: BokehJS is inline, no script is loaded from a URL.
+    assert "<script src=" not in page and "Bokeh" in page
+    sources = named_sources(page)
+    history = meta["eval_history"]
+    for series in ("train", "validation"):
+        curve = sources[f"curve:logloss:{series}"]
+        assert curve["value"] == pytest.approx(history[series]["logloss"])
+        assert curve["round"] == list(range(1, len(history[series]["logloss"]) + 1))
+    features = sources["importance:gain"]["feature"]
+    assert features and set(features) <= set(meta["layout"]["features"])
     assert f"customers@{candidate.version}" in artifact.description
-
-
-class ReportParser(HTMLParser):
-    """The learning-curve points per series and the features with a bar, from the page."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.series: dict[str, int] = {}
-        self.features: list[str] = []
-
-    @classmethod
-    def parse(cls, page: str) -> ReportParser:
-        parser = cls()
-        parser.feed(page)
-        parser.close()
-        return parser
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        found = dict(attrs)
-        if tag == "polyline" and found.get("data-series"):
-            # The demo evaluates one metric, so one chart: one polyline per series.
-            self.series[str(found["data-series"])] = len(str(found["points"]).split())
-        if tag == "rect" and found.get("data-feature"):
-            self.features.append(str(found["data-feature"]))
 
 
 def test_promotion_keeps_a_better_champion_and_records_every_decision(
@@ -132,8 +114,6 @@ def test_concurrent_promotions_of_one_model_are_serialized(
     import subprocess
     import sys
 
-    from tasks.promote import rescore_champion
-
     lake = str(tmp_path / "lake")
     source = ModelRegistry(lake=validated)
     base = source.metadata("customers", train_flow(spec=demo_spec, lake=validated).version)
@@ -147,7 +127,7 @@ def test_concurrent_promotions_of_one_model_are_serialized(
             update={"version": f"{base.version[:8]}-{trees}trees", "best_iteration": trees - 1}
         )
         registry.register(metadata, bytes(booster[:trees].save_raw(raw_format="ubj")))
-        auc = rescore_champion(
+        auc = champion_score(
             dask_client, registry=registry, champion=metadata, candidate=base, metric="roc_auc"
         )
         registry._lake.write_json(
@@ -199,7 +179,7 @@ def test_a_decision_that_cannot_be_recorded_moves_the_alias_back(
     demo_spec: str, tmp_path: Path
 ) -> None:
     """The alias move and the decision record are one Prefect transaction."""
-    from ..unit.test_registry import metadata, model_bytes
+    from tests.support.models import metadata, model_bytes
 
     lake = str(tmp_path / "lake")
     registry = ModelRegistry(lake=lake)

@@ -20,8 +20,7 @@ from distributed import Client
 from flows.ingest import ingest_flow
 from flows.pipeline import ml_pipeline
 from tasks.errors import ClusterError, ValidationFailed
-
-from ..support.processes import dask_worker_processes, free_port
+from tests.support.processes import dask_worker_processes, free_port
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 

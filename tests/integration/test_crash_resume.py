@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from blocks.registry import ModelRegistry
-from tasks.checkpoint import CheckpointState
+from tasks.train.checkpoint import CheckpointState
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 MLOPS = str(Path(sys.executable).parent / "mlops")

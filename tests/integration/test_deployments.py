@@ -26,10 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from blocks.registry import ModelRegistry
 from deployments.webhook import EVENT, sign
-
-from ..conftest import REPO
-from ..support.processes import free_port, stop_group, wait_for_http
-from ..support.ui import CHROMIUM, CHROMIUM_ARGS, start_custom_run
+from tests.support.paths import REPO
+from tests.support.processes import free_port, stop_group, wait_for_http
+from tests.support.ui import CHROMIUM, CHROMIUM_ARGS, start_custom_run
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 BIN = Path(sys.executable).parent

@@ -16,8 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flows.pipeline import ml_pipeline
-from tasks.models import PipelineResult
-from tasks.observability import ProgressUpdate, progress_listener
+from tasks.records import PipelineResult
+from tasks.runtime.progress import ProgressUpdate, progress_listener
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 

@@ -15,9 +15,8 @@ import pytest
 
 from blocks.registry import ModelRegistry
 from flows.pipeline import ml_pipeline
-
-from ..conftest import DEMO_SPEC
-from ..support.processes import free_port, wait_for_port
+from tests.support.paths import DEMO_SPEC
+from tests.support.processes import free_port, wait_for_port
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow, pytest.mark.s3]
 

@@ -1,0 +1,316 @@
+"""Per-stage Dask clusters: the stage flows' task runner, and how a flow's ``cluster``
+parameter becomes a config.
+
+Each stage flow runs on its own cluster, planned from the cluster config
+(``blocks/cluster.py``) and the partitions the stage must process (``plan.py``), created
+when the stage first needs it and closed when the stage ends, on success and on failure
+(the runner's exit stack owns it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
+from distributed import Client, LocalCluster
+from prefect import get_run_logger, task
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
+from prefect.settings import PREFECT_API_URL
+from prefect.task_runners import TaskRunner
+from prefect.utilities.asyncutils import run_coro_as_sync
+from prefect_dask import DaskTaskRunner
+from prefect_dask.client import PrefectDaskClient
+
+from blocks.cluster import DaskClusterConfig
+from tasks.errors import ClusterError
+from tasks.runtime.dask_report import stage_diagnostics
+from tasks.runtime.kube import start_kube_cluster
+from tasks.runtime.plan import Stage, StagePlan, plan_stage
+from tasks.runtime.probe import check_reachable
+
+
+def resolve_cluster(cluster: DaskClusterConfig | str | None) -> DaskClusterConfig:
+    """The config for a flow's ``cluster`` parameter, checked to be usable before any work.
+
+    ``local`` (or nothing), ``kubernetes``, a scheduler address (``tcp://host:port``), or
+    the name of a saved block of the config's type.
+    """
+    config = cluster_config(cluster)
+    check_reachable(config)
+    return config
+
+
+def cluster_config(cluster: DaskClusterConfig | str | None) -> DaskClusterConfig:
+    """``resolve_cluster`` without the reachability check."""
+    if cluster is None or isinstance(cluster, DaskClusterConfig):
+        return cluster or DaskClusterConfig()
+    value = cluster.strip()
+    try:
+        if value in ("", "local"):
+            return DaskClusterConfig()
+        if value == "kubernetes":
+            return DaskClusterConfig(mode="kubernetes")
+        if "://" in value:
+            return DaskClusterConfig(mode="address", address=value)
+    except ValueError as err:
+        raise ClusterError(f"cluster '{value}': {_first_error(err)}") from None
+    try:
+        loaded = cast(DaskClusterConfig, DaskClusterConfig.load(value))
+    except ValueError:
+        raise ClusterError(
+            f"cluster '{value}' is not 'local', 'kubernetes', a scheduler address "
+            f"(tcp://host:port) or the name of a saved "
+            f"'{DaskClusterConfig.get_block_type_name()}' block"
+        ) from None
+    return loaded
+
+
+def _first_error(err: ValueError) -> str:
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return str(first.get("msg", err)).removeprefix("Value error, ")
+    return str(err)
+
+
+def current_api_url() -> str | None:
+    """The Prefect API this process talks to, starting the ephemeral one if that is the mode."""
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        return str(configured)
+    with get_client(sync_client=True) as client:
+        return str(client.api_url)
+
+
+def cluster_name(stage: str, flow_run_id: str | None) -> str:
+    """``mlops-<stage>-<12 hex of the flow run id>``: unique per flow run, and a valid
+    Kubernetes name (the operator appends ``-scheduler`` and needs 63 characters at most)."""
+    suffix = (flow_run_id or os.urandom(6).hex()).replace("-", "")[:12]
+    return f"mlops-{stage}-{suffix}"
+
+
+class StageTaskRunner(DaskTaskRunner):
+    """A DaskTaskRunner whose cluster is planned from a cluster config when first needed.
+
+    The config is ``cluster`` if given (the pipeline passes the one it resolved, with the
+    partition count and bytes it measured); otherwise the stage flow run's own ``cluster``
+    parameter; otherwise a local cluster. Nothing is created until a task is submitted or
+    the stage asks for its scheduler, so a stage with nothing to do starts no cluster.
+    """
+
+    def __init__(
+        self,
+        *,
+        stage: Stage,
+        cluster: DaskClusterConfig | str | None = None,
+        partitions: int | None = None,
+        total_bytes: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.stage: Stage = stage
+        self.cluster = cluster
+        self.partitions = partitions
+        self.total_bytes = total_bytes
+        self.plan: StagePlan | None = None
+
+    def duplicate(self) -> StageTaskRunner:
+        return type(self)(
+            stage=self.stage,
+            cluster=self.cluster,
+            partitions=self.partitions,
+            total_bytes=self.total_bytes,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StageTaskRunner) and (
+            self.stage,
+            self.cluster,
+            self.partitions,
+            self.total_bytes,
+        ) == (other.stage, other.cluster, other.partitions, other.total_bytes)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def client(self) -> PrefectDaskClient:
+        """The stage's client; the first call creates (or connects to) the planned cluster.
+
+        Unlike DaskTaskRunner's, it never adopts a Dask client that happens to be current in
+        the flow's process: the stage runs where its plan says, on a cluster it owns.
+        """
+        if self._client is None:
+            self._client = self._start()
+        return self._client
+
+    def _start(self) -> PrefectDaskClient:
+
+        plan = self.plan or self._prepare()
+        target: Any = plan.address
+        if plan.mode != "address":
+            start = LocalCluster if plan.mode == "local" else start_kube_cluster
+            # Entered on the runner's exit stack: closed when the stage ends, however it ends.
+            self._cluster = self._exit_stack.enter_context(start(**plan.cluster_kwargs))
+            if plan.adapt_kwargs:
+                adapting = self._cluster.adapt(**plan.adapt_kwargs)
+                if asyncio.iscoroutine(adapting):
+                    run_coro_as_sync(adapting)
+            target = self._cluster
+        client: PrefectDaskClient = self._exit_stack.enter_context(
+            PrefectDaskClient(target, **self.client_kwargs)
+        )
+        # Entered after the client, so left before it closes: the report is collected
+        # through it when the stage ends.
+        self._exit_stack.enter_context(self._diagnostics(client, plan))
+        return client
+
+    def _diagnostics(self, client: PrefectDaskClient, plan: StagePlan) -> Any:
+
+        context = FlowRunContext.get()
+        lake = (context.parameters or {}).get("lake") if context else None
+        return stage_diagnostics(
+            client,
+            stage=self.stage,
+            mode=plan.performance_report,
+            lake=lake if isinstance(lake, str) else None,
+            flow_run_id=str(context.flow_run.id) if context and context.flow_run else None,
+            logger=get_run_logger() if context is not None else self.logger,
+        )
+
+    def _prepare(self) -> StagePlan:
+
+        context = FlowRunContext.get()
+        flow_run = context.flow_run if context else None
+        value = self.cluster
+        if value is None and context is not None:
+            value = (context.parameters or {}).get("cluster")
+        config = resolve_cluster(value)
+        plan = plan_stage(
+            config,
+            stage=self.stage,
+            name=cluster_name(self.stage, str(flow_run.id) if flow_run else None),
+            partitions=self.partitions,
+            total_bytes=self.total_bytes,
+            cpus=os.cpu_count() or 1,
+            # Workers of clusters we create report task runs to the flow's API; outside a
+            # flow run there is nothing to report (and no API to start for it).
+            api_url=current_api_url() if context and config.mode != "address" else None,
+            labels=flow_run_labels(self.stage, context),
+        )
+        self.plan = plan
+        # In the stage's run log (the Prefect UI), not only on this process's console.
+        logger = get_run_logger() if context is not None else self.logger
+        logger.info(
+            "Stage %s: %s, %d worker(s) for %s partition(s)%s",
+            self.stage,
+            config.describe(),
+            plan.workers,
+            "?" if self.partitions is None else self.partitions,
+            ", adaptive" if plan.adapt_kwargs else "",
+        )
+        return plan
+
+    def narrow(self, partitions: int) -> None:
+        """Plan for only ``partitions`` of the partitions it was sized for (the rest were
+        found in the cache), if the cluster is not planned yet; bytes shrink in proportion."""
+        if self.plan is not None or self.partitions is None or partitions >= self.partitions:
+            return
+        if self.total_bytes is not None and self.partitions > 0:
+            self.total_bytes = self.total_bytes * partitions // self.partitions
+        self.partitions = partitions
+
+    def ready_client(self) -> PrefectDaskClient:
+        """The client once every planned worker has joined (XGBoost needs them all from the
+        start: workers that join later get no data and no part in training)."""
+        client = self.client
+        assert self.plan is not None
+        try:
+            client.wait_for_workers(self.plan.wait_for_workers, timeout=self.plan.worker_timeout)
+        except TimeoutError:
+            info = client.scheduler_info(n_workers=-1)
+            raise ClusterError(
+                f"stage {self.stage}: only {len(info['workers'])} of "
+                f"{self.plan.wait_for_workers} Dask worker(s) joined {info['address']} "
+                f"within {self.plan.worker_timeout:g} s"
+            ) from None
+        return client
+
+
+def flow_run_labels(stage: str, context: Any) -> dict[str, str]:
+    """Labels that tie a cluster to the Prefect flow run it serves (for kubectl and cleanup)."""
+    labels = {"app.kubernetes.io/name": "mlops-pipelines", "mlops.io/stage": stage}
+    if context is not None and context.flow_run is not None:
+        labels["prefect.io/flow-run-id"] = str(context.flow_run.id)
+        labels["prefect.io/flow-run-name"] = str(context.flow_run.name)
+        labels["prefect.io/flow-name"] = str(context.flow.name)
+    return labels
+
+
+def stage_task_runner(
+    stage: Stage,
+    *,
+    cluster: DaskClusterConfig | str | None = None,
+    partitions: int | None = None,
+    total_bytes: int | None = None,
+) -> TaskRunner[Any]:
+    """The runner for ``stage``: sized for ``partitions`` (``max_workers`` when unknown)."""
+    return StageTaskRunner(
+        stage=stage, cluster=cluster, partitions=partitions, total_bytes=total_bytes
+    )
+
+
+@contextmanager
+def stage_client(scheduler: str) -> Iterator[Client]:
+    """A client of the stage's cluster, current for the block (xgboost.dask looks the client
+    up as the current one even when it is passed in), closed afterwards."""
+
+    with Client(scheduler, set_as_default=False) as client, client.as_current():
+        yield client
+
+
+def narrow_stage(partitions: int) -> None:
+    """Size the running stage's cluster, not started yet, for ``partitions`` partitions
+    (what is left to compute once cached results are found). No-op outside a stage."""
+
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    if isinstance(runner, StageTaskRunner):
+        runner.narrow(partitions)
+
+
+def stage_plan() -> StagePlan:
+    """The running stage's cluster plan (workers to wait for, and for how long).
+
+    Call after ``stage_scheduler_address()``, which plans and starts the cluster.
+    """
+
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    if not isinstance(runner, StageTaskRunner) or runner.plan is None:
+        raise RuntimeError("call stage_scheduler_address() first: the cluster is not planned")
+    return runner.plan
+
+
+def stage_scheduler_address() -> str:
+    """The scheduler address of the running stage's cluster, once all its workers joined.
+
+    xgboost.dask drives training from a client process; training from inside a worker task
+    (``worker_client``) deadlocks while building the DMatrix. So cluster-wide work such as
+    training is run by a task in the flow process that connects its own client here.
+    """
+
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    if not isinstance(runner, StageTaskRunner):
+        raise RuntimeError("this stage must run in a flow whose task runner is a StageTaskRunner")
+    return str(runner.ready_client().scheduler_info()["address"])
+
+
+@task(name="resolve-cluster")
+def resolve_cluster_task(cluster: str) -> DaskClusterConfig:
+    """Resolve and check the cluster config (a bad or unreachable one fails before any work)."""
+    return resolve_cluster(cluster)

@@ -1,0 +1,221 @@
+"""Training and prediction on the stage's Dask cluster with xgboost.dask.
+
+Partitions are read once on the workers, prepared there and kept in worker memory; only
+labels and predictions of the test rows are gathered to score a model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from distributed import Client
+
+from tasks.errors import TrainingError
+from tasks.records import FeatureLayout
+from tasks.storage import storage_options
+from tasks.train.checkpoint import (
+    Checkpoints,
+    History,
+    best_round,
+    checkpoint_callback,
+    merge_history,
+    stopped_early,
+)
+from tasks.train.features import LABEL_COLUMN, SPLIT_COLUMN, SPLITS, prepare_frame
+from tasks.train.metrics import evaluate
+from tasks.train.progress import progress_callback
+
+# XGBoost and dask.dataframe take seconds to import: the functions that use them import
+# them, so a run that trains nothing never loads them.
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+    import xgboost
+
+
+def load_prepared(
+    client: Client, uris: list[str], layout: FeatureLayout, keep: tuple[int, ...] | None = None
+) -> dd.DataFrame:
+    """Read the partitions once on the cluster, prepare them (the rows of the ``keep`` split
+    codes only, if given), and keep them in worker memory."""
+    # Imported on first use, like XGBoost: a run that trains nothing never loads them.
+    import dask.dataframe as dd
+
+    # A keyless split hashes whole rows, so it needs every column.
+    columns = (
+        [*dict.fromkeys([*layout.features, layout.target, layout.key])] if layout.key else None
+    )
+    raw = dd.read_parquet(uris, columns=columns, storage_options=storage_options(uris[0]))
+    meta = prepare_frame(raw._meta, layout)
+    prepared = raw.map_partitions(prepare_frame, layout, keep, meta=meta)
+    return client.persist(prepared)
+
+
+def split_sizes(client: Client, prepared: dd.DataFrame) -> dict[str, int]:
+    # Three sums in one pass (a value_counts would shuffle).
+    sums = client.gather(
+        client.compute([(prepared[SPLIT_COLUMN] == code).sum() for code in SPLITS.values()])
+    )
+    return {name: int(n) for name, n in zip(SPLITS, sums, strict=True)}
+
+
+def predict(
+    client: Client, booster: xgboost.Booster, frame: dd.DataFrame, layout: FeatureLayout
+) -> np.ndarray:
+    """Predictions for a prepared frame, computed on the cluster, gathered here."""
+    from xgboost import dask as dxgb
+
+    prediction = dxgb.inplace_predict(client, booster, frame[layout.features])
+    return np.asarray(client.compute(prediction).result())
+
+
+def score(
+    client: Client,
+    booster: xgboost.Booster,
+    prepared: dd.DataFrame,
+    layout: FeatureLayout,
+    split: str,
+) -> dict[str, float]:
+    """Metrics of ``booster`` on one split of a prepared frame."""
+    return score_each(client, [booster], prepared, layout, split)[0]
+
+
+def score_each(
+    client: Client,
+    boosters: list[xgboost.Booster],
+    prepared: dd.DataFrame,
+    layout: FeatureLayout,
+    split: str,
+) -> list[dict[str, float]]:
+    """Metrics of each booster on one split of a prepared frame (its labels gathered once)."""
+    rows = client.persist(prepared[prepared[SPLIT_COLUMN] == SPLITS[split]])
+    y_true = np.asarray(client.compute(rows[LABEL_COLUMN]).result())
+    return [evaluate(layout.task, y_true, predict(client, b, rows, layout)) for b in boosters]
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    booster: xgboost.Booster
+    history: dict[str, dict[str, list[float]]]
+    best_iteration: int
+    best_score: float | None
+    metrics: dict[str, float]
+    rows: dict[str, int]
+    workers: int
+    timings: dict[str, float]
+    resumed_from_round: int | None = None
+    base_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def train_distributed(
+    client: Client,
+    *,
+    uris: list[str],
+    layout: FeatureLayout,
+    params: dict[str, Any],
+    num_boost_round: int,
+    early_stopping_rounds: int | None,
+    checkpoints: Checkpoints | None = None,
+    checkpoint_every: int = 10,
+    report_progress: bool = False,
+    base: xgboost.Booster | None = None,
+    train_uris: list[str] | None = None,
+) -> TrainedModel:
+    """Train with xgboost.dask on the client's cluster and evaluate on the test split.
+
+    With ``checkpoints``, the booster is saved every ``checkpoint_every`` rounds, and a
+    training that finds a checkpoint continues from it (``xgb_model=``) instead of round 0.
+    With ``report_progress``, rank 0 reports rounds on ``PROGRESS_TOPIC``.
+    A warm start adds ``num_boost_round`` rounds to ``base``, fitted on the train rows of
+    ``train_uris`` only; early stopping and the test metrics still use the validation and
+    test rows of all ``uris``.
+    """
+    from xgboost import dask as dxgb
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    warm = train_uris is not None and sorted(train_uris) != sorted(uris)
+    # A warm start fits on the new partitions' train rows and judges on everyone's
+    # validation and test rows: each read keeps only the rows it is used for.
+    prepared = load_prepared(client, uris, layout, keep=(1, 2) if warm else None)
+    rows = split_sizes(client, prepared)
+    fitted = prepared
+    if warm and train_uris is not None:
+        fitted = load_prepared(client, train_uris, layout, keep=(0,))
+        rows["train"] = split_sizes(client, fitted)["train"]
+    timings["load_seconds"] = time.perf_counter() - started
+    empty = [name for name, n in rows.items() if n == 0]
+    if empty:
+        raise TrainingError(
+            f"the {', '.join(empty)} split(s) would be empty ({rows}); "
+            "the accepted data is too small"
+        )
+
+    def part(frame: dd.DataFrame, split: str) -> tuple[dd.DataFrame, dd.Series]:
+        rows_of = frame[frame[SPLIT_COLUMN] == SPLITS[split]]
+        return rows_of[layout.features], rows_of[LABEL_COLUMN]
+
+    x_train, y_train = part(fitted, "train")
+    x_valid, y_valid = part(prepared, "validation")
+    started = time.perf_counter()
+    dtrain = dxgb.DaskQuantileDMatrix(client, x_train, y_train, enable_categorical=True)
+    dvalid = dxgb.DaskQuantileDMatrix(client, x_valid, y_valid, ref=dtrain, enable_categorical=True)
+    timings["dmatrix_seconds"] = time.perf_counter() - started
+    # Rounds are counted after the base's trees: a checkpoint holds base + rounds done.
+    offset = base.num_boosted_rounds() if base is not None else 0
+    resumed = checkpoints.latest() if checkpoints else None
+    booster: xgboost.Booster | None = resumed[0] if resumed else base
+    history: History = resumed[1].history if resumed else {}
+    remaining = num_boost_round - (booster.num_boosted_rounds() - offset if booster else 0)
+    started = time.perf_counter()
+    if remaining > 0 and not stopped_early(history, early_stopping_rounds):
+        callbacks = (
+            [checkpoint_callback(checkpoints, every=checkpoint_every, history_before=history)]
+            if checkpoints
+            else []
+        )
+        if report_progress:
+            callbacks.append(progress_callback(total=num_boost_round, offset=offset))
+        output = dxgb.train(
+            client,
+            params,
+            dtrain,
+            num_boost_round=remaining,
+            evals=[(dtrain, "train"), (dvalid, "validation")],
+            early_stopping_rounds=early_stopping_rounds,
+            xgb_model=booster,
+            callbacks=callbacks,
+            verbose_eval=False,
+        )
+        booster = output["booster"]
+        history = merge_history(history, output["history"])
+    timings["train_seconds"] = time.perf_counter() - started
+    assert booster is not None
+    rounds = booster.num_boosted_rounds()
+    # The best round over the whole history (before and after a resume), as early stopping
+    # judges it; without early stopping, every round is kept.
+    best = best_round(history) if early_stopping_rounds else None
+    best_iteration, best_score = (offset + best[0], best[1]) if best else (rounds - 1, None)
+    # Keep exactly the best trees: every later user of the model then predicts the same way.
+    if best_iteration + 1 < rounds:
+        booster = booster[: best_iteration + 1]
+    started = time.perf_counter()
+    metrics, *base_scores = score_each(
+        client, [booster, *([base] if base is not None else [])], prepared, layout, "test"
+    )
+    base_metrics = base_scores[0] if base_scores else {}
+    timings["evaluate_seconds"] = time.perf_counter() - started
+    return TrainedModel(
+        booster=booster,
+        history=history,
+        best_iteration=best_iteration,
+        best_score=best_score,
+        resumed_from_round=resumed[1].rounds if resumed else None,
+        metrics=metrics,
+        rows=rows,
+        workers=len(client.scheduler_info()["workers"]),
+        timings=timings,
+        base_metrics=base_metrics,
+    )

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from blocks.registry import ModelRegistry
+from deployments.cli import main
+from tests.support.models import metadata, model_bytes
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_demo_data_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["demo-data", "--out", str(tmp_path), "--rows", "300", "--files", "3", "--defects"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "customers-0001.csv.gz\t100 rows\tdefect: wrong-types" in out
+    assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--spec", "x.yaml"])
+    assert exc.value.code == 2
+    assert "--source" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--spec", "x", "--source", "y", "--lake", "z", "--cache-expiration-days", "0"])
+    assert exc.value.code == 2
+    assert "--cache-expiration-days: 0: must be more than 0 days" in capsys.readouterr().err
+
+
+def test_bad_demo_arguments_are_a_clean_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo-data", "--out", str(tmp_path), "--rows", "1", "--files", "2"]) == 1
+    assert capsys.readouterr().err.startswith("error: --rows (1) must be at least --files (2)")
+
+
+def test_registry_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lake = str(tmp_path)
+    registry = ModelRegistry(lake=lake)
+    for version, value in [("v1", 0.8), ("v2", 0.85)]:
+        registry.register(metadata(version, value), model_bytes())
+    registry.set_champion("m", "v1", reason="first")
+    registry.set_champion("m", "v2", reason="better")
+    capsys.readouterr()
+
+    assert main(["registry", "--lake", lake, "list", "m"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        lines[0].startswith("  v1") and lines[1].startswith("* v2") and "roc_auc=0.8500" in lines[1]
+    )
+    assert main(["registry", "--lake", lake, "list", "m", "--json"]) == 0
+    assert [r["champion"] for r in json.loads(capsys.readouterr().out)] == [False, True]
+    assert main(["registry", "--lake", lake, "show", "m"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == "v2"
+    assert main(["registry", "--lake", lake, "rollback", "m"]) == 0
+    assert "champion of m: v2 -> v1" in capsys.readouterr().out
+    assert main(["registry", "--lake", lake, "promote", "m", "v9"]) == 1
+    assert "has no version 'v9'" in capsys.readouterr().err
+    assert registry.champion("m") == "v1"
+
+
+def test_webhook_gateway_and_setup_refuse_to_start_without_what_they_need(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLOPS_WEBHOOK_SECRET", raising=False)
+    assert main(["webhook", "serve", "--port", "1"]) == 1
+    assert "no webhook secret: set MLOPS_WEBHOOK_SECRET" in capsys.readouterr().err
+    monkeypatch.setenv("MLOPS_WEBHOOK_SECRET", "0123456789abcdef")
+    assert main(["webhook", "serve", "--dataset", "bucket/prefix=x"]) == 1
+    assert "expected s3://bucket/prefix/=dataset-name" in capsys.readouterr().err
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # Whatever API the test session runs, `mlops setup` must name the one it sets up.
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert main(["setup"]) == 1
+    assert "set PREFECT_API_URL" in capsys.readouterr().err

@@ -1,0 +1,143 @@
+"""The stage task runner on real clusters: what it creates, waits for, and closes."""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+
+from blocks.cluster import DaskClusterConfig
+from tasks.errors import ClusterError
+from tasks.runtime.runner import StageTaskRunner, cluster_config, cluster_name
+
+RUN_ID = "0d7f7b8e-3a52-4d6e-9b3c-1f2e3d4c5b6a"
+
+
+@pytest.mark.timeout(120)
+def test_a_local_stage_cluster_is_sized_named_and_closed() -> None:
+    runner = StageTaskRunner(
+        stage="train",
+        cluster=DaskClusterConfig(
+            max_workers=2,
+            partitions_per_worker=1,
+            threads_per_worker=1,
+            pack_local_training=False,
+        ),
+        partitions=2,
+        total_bytes=1000,
+    )
+    with runner:
+        assert runner.plan is None  # nothing is created before the stage needs it
+        client = runner.ready_client()
+        assert runner.plan is not None and runner.plan.workers == 2
+        info = client.scheduler_info()
+        assert len(info["workers"]) == 2
+        assert runner._cluster is not None and runner._cluster.name.startswith("mlops-train-")
+        worker_pids = set(client.run(lambda: __import__("os").getpid()).values())
+        assert all(psutil.pid_exists(pid) for pid in worker_pids)
+    # Closed with the stage: its worker processes are gone.
+    assert not [p for p in worker_pids if psutil.pid_exists(p)]
+
+
+@pytest.mark.timeout(120)
+def test_training_waits_for_its_workers_and_says_when_they_do_not_come(dask_client) -> None:  # type: ignore[no-untyped-def]
+    address = dask_client.scheduler.address
+    enough = DaskClusterConfig(mode="address", address=address, min_workers=2)
+    with StageTaskRunner(stage="train", cluster=enough) as runner:
+        assert len(runner.ready_client().scheduler_info()["workers"]) == 2
+    # The session's cluster has two workers; a stage that needs three fails with the count.
+    too_many = DaskClusterConfig(
+        mode="address", address=address, min_workers=3, max_workers=3, worker_timeout=3
+    )
+    with (
+        StageTaskRunner(stage="train", cluster=too_many) as runner,
+        pytest.raises(ClusterError, match=r"only 2 of 3 Dask worker\(s\) joined"),
+    ):
+        runner.ready_client()
+    # Connecting to an existing cluster never closes it.
+    assert len(dask_client.scheduler_info()["workers"]) == 2
+
+
+@pytest.mark.timeout(60)
+def test_a_stage_not_started_yet_is_narrowed_to_the_work_left() -> None:
+    runner = StageTaskRunner(stage="ingest", cluster="local", partitions=16, total_bytes=1600)
+    runner.narrow(1)  # fifteen were cached: one file to ingest
+    assert (runner.partitions, runner.total_bytes) == (1, 100)
+    runner.narrow(4)  # never widened
+    assert (runner.partitions, runner.total_bytes) == (1, 100)
+    unsized = StageTaskRunner(stage="ingest", cluster="local")
+    unsized.narrow(1)  # planned for max_workers, released by adaptive scaling
+    assert unsized.partitions is None
+
+
+@pytest.mark.timeout(60)
+def test_duplicates_keep_the_stage_and_sizing() -> None:
+    # Prefect duplicates the flow's runner for every run.
+    runner = StageTaskRunner(stage="validate", cluster="local", partitions=3, total_bytes=9)
+    copy = runner.duplicate()
+    assert copy == runner and copy is not runner
+    assert (copy.stage, copy.cluster, copy.partitions, copy.total_bytes) == (
+        "validate",
+        "local",
+        3,
+        9,
+    )
+
+
+@pytest.mark.timeout(120)
+def test_ingest_and_validate_clusters_are_adaptive_within_the_plan() -> None:
+    config = DaskClusterConfig(max_workers=2, partitions_per_worker=1, threads_per_worker=1)
+    with StageTaskRunner(stage="ingest", cluster=config, partitions=2) as runner:
+        runner.client  # noqa: B018 - creating the client creates the cluster
+        adaptive = runner._cluster._adaptive  # type: ignore[union-attr]
+        assert adaptive is not None
+        assert (adaptive.minimum, adaptive.maximum) == (1, 2)
+    with StageTaskRunner(stage="train", cluster=config, partitions=2) as runner:
+        runner.client  # noqa: B018
+        assert getattr(runner._cluster, "_adaptive", None) is None
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [
+        (None, "local"),
+        ("", "local"),
+        ("local", "local"),
+        (" local ", "local"),
+        ("kubernetes", "kubernetes"),
+        ("tcp://127.0.0.1:8786", "address"),
+        ("tls://scheduler.dask.svc:8786", "address"),
+    ],
+)
+def test_cluster_parameter_resolves(value: str | None, mode: str) -> None:
+    config = cluster_config(value)
+    assert config.mode == mode
+    if mode == "address":
+        assert config.address == value
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("tcp://no-port", "is not a scheduler address like tcp://host:8786"),
+        ("http://host:8786", "is not a scheduler address"),
+        ("tcp://host:8786/path", "is not a scheduler address"),
+    ],
+)
+def test_bad_scheduler_address_is_a_clear_error(value: str, message: str) -> None:
+    with pytest.raises(ClusterError, match=message) as info:
+        cluster_config(value)
+    assert value in str(info.value)
+
+
+@pytest.mark.timeout(10)
+def test_cluster_names_are_unique_per_flow_run_and_valid_for_kubernetes() -> None:
+    from dask_kubernetes.operator.validation import validate_cluster_name
+
+    names = {cluster_name("validate", RUN_ID), cluster_name("validate", RUN_ID.replace("0", "1"))}
+    assert len(names) == 2
+    assert cluster_name("train", RUN_ID) == "mlops-train-0d7f7b8e3a52"
+    for stage in ("ingest", "validate", "train", "promote"):
+        validate_cluster_name(cluster_name(stage, RUN_ID))
+        validate_cluster_name(cluster_name(stage, None))
