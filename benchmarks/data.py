@@ -1,8 +1,10 @@
-"""Synthetic benchmark data: ``benchmarks/bench.yaml``'s 30 columns in Parquet files."""
+"""Synthetic benchmark data: ``benchmarks/bench.yaml``'s 30 columns in Parquet files, the
+same rows in any number of files."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -45,15 +47,55 @@ def make_frame(rows: int, *, seed: int, offset: int) -> pd.DataFrame:
     return frame
 
 
+# Rows are generated in chunks of rows // CHUNKS, each from its own seed, so that every
+# layout of the same rows (16 files, 2,000 files, one file) holds exactly the same rows.
+CHUNKS = 2000
+# Rows per row group of a file written as one (what Spark and pyarrow write by default).
+ROW_GROUP_ROWS = 1_000_000
+
+
+def chunk(rows: int, index: int, *, seed: int) -> pd.DataFrame:
+    """The ``index``-th chunk of ``rows`` rows (the same whatever file it lands in)."""
+    return make_frame(rows, seed=seed * 1_000_003 + index, offset=index * rows)
+
+
 def write_files(folder: str, *, rows: int, files: int, seed: int, first: int = 0) -> list[str]:
-    """``files`` Parquet files of ``rows`` rows in total under ``folder``; their paths."""
+    """``rows`` rows in ``files`` Parquet files under ``folder`` (the files' chunks start at
+    chunk ``first * chunks-per-file``); their paths. ``rows`` must split into ``CHUNKS``
+    chunks, each file a whole number of them."""
+    size = max(1, rows // CHUNKS)
+    count = rows // size
+    if count % files:
+        raise ValueError(f"{rows} rows do not split into {files} files of whole chunks")
+    per_file = count // files
     os.makedirs(folder, exist_ok=True)
     paths = []
-    per_file = rows // files
     for i in range(files):
         index = first + i
-        frame = make_frame(per_file, seed=seed * 1000 + index, offset=index * per_file)
         path = os.path.join(folder, f"part-{index:04d}.parquet")
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+        chunks = range(index * per_file, (index + 1) * per_file)
+        write_parquet(path, (chunk(size, c, seed=seed) for c in chunks))
         paths.append(path)
     return paths
+
+
+def write_parquet(path: str, frames: Iterable[pd.DataFrame]) -> None:
+    """The frames as one Parquet file, in row groups of up to ``ROW_GROUP_ROWS`` rows."""
+    writer: pq.ParquetWriter | None = None
+    pending: list[pa.Table] = []
+    pending_rows = 0
+    try:
+        for frame in frames:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            pending.append(table)
+            pending_rows += table.num_rows
+            if pending_rows >= ROW_GROUP_ROWS:
+                writer = writer or pq.ParquetWriter(path, table.schema)
+                writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+                pending, pending_rows = [], 0
+        if pending:
+            writer = writer or pq.ParquetWriter(path, pending[0].schema)
+            writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+    finally:
+        if writer is not None:
+            writer.close()

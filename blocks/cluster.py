@@ -27,6 +27,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, field_validator, model_validator
 
 from tasks.errors import ClusterError
+from tasks.spec import checked_size
 
 ClusterMode = Literal["local", "address", "kubernetes"]
 PerformanceReportMode = Literal["cdn", "inline", "off"]
@@ -125,13 +126,7 @@ class DaskClusterConfig(Block):
     @field_validator("memory_per_worker")
     @classmethod
     def _memory(cls, value: str) -> str:
-        try:
-            parsed = parse_bytes(value)
-        except (ValueError, TypeError):
-            raise ValueError(f"'{value}' is not a size such as 4GiB or 512MB") from None
-        if parsed < 2**26:
-            raise ValueError(f"'{value}' is too little memory for a Dask worker (64MiB at least)")
-        return value
+        return checked_size(value, minimum=2**26, too_small="too little memory for a Dask worker")
 
     @field_validator("namespace")
     @classmethod

@@ -1,19 +1,22 @@
-"""Ingestion stage: landing files → typed Parquet partitions → a dataset version manifest."""
+"""Ingestion stage: landing files → typed Parquet partitions of bounded size → a dataset
+version manifest."""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from tasks.errors import SourceError
+from tasks.ingest.plan import run_outcomes
 from tasks.ingest.tasks import (
     INGEST_CACHE,
-    ingest_file_task,
+    ingest_split_task,
     list_landing_task,
+    plan_ingestion_task,
     publish_ingest_summary_task,
     sweep_temporaries_task,
     write_version_task,
 )
-from tasks.records import IngestOutcome, IngestResult
+from tasks.records import IngestResult
 from tasks.runtime.caching import CacheOptions, map_cached
 from tasks.runtime.progress import StageProgress, run_logger
 from tasks.runtime.runner import stage_task_runner
@@ -48,42 +51,50 @@ def ingest_flow(
     for path in sweep_temporaries_task(lake):
         logger.info("Removed %s, left by a writer that was killed mid-write", path)
     files = list_landing_task(source)
+    # Splits of unchanged files are kept as the last run left them; the rest is read now.
+    plan = plan_ingestion_task(
+        lake=lake, spec=dataset, source=source, files=files, refresh=cache.refresh
+    )
     ingested = map_cached(
-        ingest_file_task,
+        ingest_split_task,
         INGEST_CACHE,
         lake=lake,
         options=cache,
-        mapped="source",
-        items=files,
+        mapped="split",
+        items=plan.todo,
         shared={"spec": dataset, "lake": lake, "rewrite": cache.refresh},
         progress=StageProgress(
-            stage="ingest", dataset=dataset.name, total=len(files), unit="files"
+            stage="ingest", dataset=dataset.name, total=len(plan.todo), unit="splits"
         ),
     )
-    # A file whose result came from the cache was not processed by this run.
-    outcomes: list[IngestOutcome] = [
-        o.model_copy(update={"reused": True}) if hit else o
-        for o, hit in zip(ingested.results, ingested.from_cache, strict=True)
-    ]
-    if not any(o.partition for o in outcomes):
-        reasons = "\n  ".join(o.quarantined.reason for o in outcomes if o.quarantined)
+    outcomes, files_read = run_outcomes(
+        plan, ingested.results, ingested.from_cache, expiration=cache.expiration
+    )
+    if not any(o.partitions for o in outcomes):
+        reasons = "\n  ".join(q.reason for o in outcomes for q in o.quarantined)
         raise SourceError(
             f"none of the {len(files)} landing file(s) could be ingested:\n  {reasons}"
         )
-    result = write_version_task(spec=dataset, lake=lake, source=source, outcomes=outcomes)
+    result = write_version_task(
+        spec=dataset, lake=lake, source=source, outcomes=outcomes, files_read=files_read
+    )
     logger = run_logger("ingest", dataset=dataset.name, dataset_version=result.version.version)
     for record in result.version.quarantined:
         logger.warning("Quarantined %s", record.reason, extra={"source_uri": record.source_uri})
     logger.info(
-        "Dataset %s version %s: %d partitions (%d new, %d unchanged), %d file(s) quarantined; "
-        "%d file(s) ingested now, %d reused from the cache",
+        "Dataset %s version %s: %d landing file(s) in %d partition(s) (%d new, %d unchanged), "
+        "%d file(s) quarantined; %d file(s) read now in %d split(s), %d split(s) kept, "
+        "%d from the cache",
         dataset.name,
         result.version.version,
+        len(result.version.files),
         len(result.version.partitions),
         len(result.new_partitions),
         len(result.reused_partitions),
         len(result.version.quarantined),
+        files_read,
         ingested.computed,
+        len(plan.kept),
         ingested.reused,
     )
     publish_ingest_summary_task(result)

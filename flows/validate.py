@@ -12,11 +12,13 @@ from tasks.runtime.progress import StageProgress, run_logger
 from tasks.runtime.runner import stage_task_runner
 from tasks.spec import load_spec_task
 from tasks.validate.publish import publish_data_docs_link
-from tasks.validate.report import failure_message, failure_reason
+from tasks.validate.report import failure_message
 from tasks.validate.tasks import (
     VALIDATE_CACHE,
+    VALIDATE_FILES_CACHE,
     check_expectations_task,
     publish_validation_report_task,
+    validate_files_task,
     validate_partition_task,
     write_data_docs_task,
     write_report_task,
@@ -60,12 +62,34 @@ def validate_flow(
             stage="validate", dataset=dataset.name, total=len(version.partitions), unit="partitions"
         ),
     )
-    report = write_report_task(spec=dataset, lake=lake, version=version, results=validated.results)
+    # A packed partition that failed: validate each of its files' rows alone, so that only
+    # the files at fault are rejected.
+    failed = [
+        p
+        for p, r in zip(version.partitions, validated.results, strict=True)
+        if not r.success and len(p.sources) > 1
+    ]
+    files = map_cached(
+        validate_files_task,
+        VALIDATE_FILES_CACHE,
+        lake=lake,
+        options=cache,
+        mapped="partition",
+        items=failed,
+        shared={"spec": dataset},
+    )
+    report = write_report_task(
+        spec=dataset,
+        lake=lake,
+        version=version,
+        results=validated.results,
+        files=[r for found in files.results for r in found],
+    )
     publish_validation_report_task(report)
     logger = run_logger("validate", dataset=dataset.name, dataset_version=version.version)
     # The docs show the report; failing to render them must not fail the validation. When
     # partitions were validated now, GX is loaded on the stage's workers: render there.
-    if validated.computed:
+    if validated.computed or files.computed:
         rendered = write_data_docs_task.submit(
             report=report, spec=dataset, version=version, lake=lake
         )
@@ -79,22 +103,19 @@ def validate_flow(
         publish_data_docs_link(dataset=dataset.name, version=version.version, uri=docs.result())
     else:
         logger.warning("No Data Docs for this validation: %s", docs.message)
-    for result in report.partitions:
-        if not result.success:
-            logger.warning(
-                "Quarantined %s",
-                failure_reason(result),
-                extra={"partition": result.partition_id, "source_uri": result.source_uri},
-            )
+    for uri, reason in report.rejected_files.items():
+        logger.warning("Quarantined %s", reason, extra={"source_uri": uri})
     logger.info(
-        "Dataset %s version %s: %d/%d landing files accepted "
-        "(%d validated now, %d reused from the cache)",
+        "Dataset %s version %s: %d/%d landing files accepted, %d partition(s) "
+        "(%d validated now, %d reused from the cache; %d packed partition(s) checked per file)",
         dataset.name,
         version.version,
-        len(report.accepted),
+        report.accepted_files,
         report.total_files,
+        len(version.partitions),
         validated.computed,
         validated.reused,
+        len(failed),
     )
     if not report.passed:
         raise ValidationFailed(failure_message(report, version))

@@ -130,6 +130,34 @@ class Lake:
         else:
             self._fs.pipe_file(path, data)
 
+    def temporary(self, path: str) -> str:
+        """A temporary path beside ``path``: readers and listings ignore it until
+        :meth:`commit` moves it into place (a killed writer's is swept, see below)."""
+        directory, name = path.rsplit("/", 1)
+        return f"{directory}/.tmp-{uuid.uuid4().hex}-{name}"
+
+    def open_temporary(self, path: str) -> Any:
+        """A binary file to write at the temporary ``path`` (from :meth:`temporary`)."""
+        if self.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        return self._fs.open(path, "wb")
+
+    def commit(self, temporary: str, path: str, *, replace: bool = True) -> bool:
+        """Move a finished temporary file to ``path``; whether it was moved.
+
+        Without ``replace``, an existing ``path`` (the same content written before, as
+        content-addressed files are) is kept and the temporary deleted. A local move is an
+        atomic rename; on S3 a server-side copy, after which readers see the whole object.
+        """
+        if not replace and self.exists(path):
+            self.remove(temporary)
+            return False
+        if self.is_local:
+            os.replace(temporary, path)
+        else:
+            self._fs.mv(temporary, path)
+        return True
+
     def write_json(self, path: str, obj: Any) -> None:
         if isinstance(obj, BaseModel):
             data = obj.model_dump_json(indent=2).encode()

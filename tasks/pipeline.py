@@ -22,7 +22,6 @@ from tasks.records import (
 )
 from tasks.retries import IO_RETRIES
 from tasks.runtime.publish import artifact_key, publish_table
-from tasks.validate.report import failure_reason
 
 
 def pipeline_result(
@@ -36,17 +35,21 @@ def pipeline_result(
 ) -> PipelineResult:
     version = ingested.version
     accepted = set(report.accepted)
-    quarantined = [q.reason for q in version.quarantined] + [
-        failure_reason(p) for p in report.partitions if not p.success
-    ]
+    quarantined = [q.reason for q in version.quarantined] + list(report.rejected_files.values())
+    skipped = sum(
+        stop - start for ranges in report.excluded_rows.values() for start, stop in ranges
+    )
     return PipelineResult(
         dataset=version.dataset,
         dataset_version=version.version,
-        partitions_total=report.total_files,
+        files_total=report.total_files,
+        files_accepted=report.accepted_files,
+        files_quarantined=len(quarantined),
+        files_read=ingested.files_read,
+        partitions_total=len(version.partitions),
         partitions_accepted=len(accepted),
-        partitions_quarantined=report.total_files - len(accepted),
         new_partitions=len(ingested.new_partitions),
-        rows=sum(p.rows for p in version.partitions if p.partition_id in accepted),
+        rows=sum(p.rows for p in version.partitions if p.partition_id in accepted) - skipped,
         model_version=candidate.version,
         model_reused=candidate.reused,
         metric=decision.metric,
@@ -112,11 +115,18 @@ def run_metrics(result: PipelineResult, *, finished_at: float) -> bytes:
     rows.labels(kind="accepted", **labels).set(result.rows)
     for split, count in result.split_rows.items():
         rows.labels(kind=split, **labels).set(count)
-    partitions = gauge("mlops_partitions", "Landing files in the last run, by state.", ("state",))
+    files = gauge("mlops_landing_files", "Landing files in the last run, by state.", ("state",))
+    for state, count in {
+        "total": result.files_total,
+        "accepted": result.files_accepted,
+        "quarantined": result.files_quarantined,
+        "read": result.files_read,
+    }.items():
+        files.labels(state=state, **labels).set(count)
+    partitions = gauge("mlops_partitions", "Partitions in the last run, by state.", ("state",))
     for state, count in {
         "total": result.partitions_total,
         "accepted": result.partitions_accepted,
-        "quarantined": result.partitions_quarantined,
         "new": result.new_partitions,
     }.items():
         partitions.labels(state=state, **labels).set(count)
@@ -139,9 +149,10 @@ def run_metrics_path(lake: Lake, dataset: str) -> str:
 def stage_table(result: PipelineResult) -> list[dict[str, Any]]:
     """Rows for the run-metrics table artifact: one per stage."""
     handled = {
-        "ingest": f"{result.partitions_total} files, {result.new_partitions} new",
-        "validate": f"{result.partitions_accepted} accepted, "
-        f"{result.partitions_quarantined} quarantined",
+        "ingest": f"{result.files_total} files ({result.files_read} read) in "
+        f"{result.partitions_total} partitions, {result.new_partitions} new",
+        "validate": f"{result.files_accepted} files accepted, "
+        f"{result.files_quarantined} quarantined",
         "train": ", ".join(f"{k} {v:,}" for k, v in result.split_rows.items()),
         "promote": "promoted" if result.promoted else "kept the champion",
     }

@@ -5,33 +5,85 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class Segment(BaseModel):
+    """Consecutive rows of one landing file inside a partition."""
+
+    source_uri: str
+    sha256: str
+    format: str
+    rows: int
+    # First row of the segment in the file, and in the partition.
+    file_start: int = 0
+    start: int = 0
+    # The store's identity of the file's bytes when it was read (None: written by 0.1,
+    # which kept only the content hash).
+    tag: str | None = None
+    # Distinct values of category columns and of a classification target in these rows
+    # (0.1 kept them per partition only).
+    distinct: dict[str, list[str]] = Field(default_factory=dict)
+
+    @property
+    def stop(self) -> int:
+        """One past the segment's last row in the partition."""
+        return self.start + self.rows
+
+
 class PartitionRef(BaseModel):
-    """One typed Parquet partition in the lake, made from one landing file."""
+    """One typed Parquet partition in the lake: rows of one or more landing files."""
 
     partition_id: str
     uri: str
-    source_uri: str
-    source_hash: str
-    source_format: str
     rows: int
     bytes: int
+    segments: list[Segment]
+    # The split (one ingest task's landing files) that wrote it.
+    split_id: str = ""
     # Distinct values of category columns and of a classification target, so training
     # knows every category and class without another pass over the data.
     distinct: dict[str, list[str]] = Field(default_factory=dict)
     dropped_columns: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_file_partition_of_release_0_1(cls, data: Any) -> Any:
+        """0.1 wrote one partition per file and described the file in the partition."""
+        if isinstance(data, dict) and "segments" not in data and "source_uri" in data:
+            data = dict(data)
+            segment = {
+                "source_uri": data.pop("source_uri"),
+                "sha256": data.pop("source_hash"),
+                "format": data.pop("source_format", ""),
+                "rows": data.get("rows", 0),
+            }
+            data["segments"] = [segment]
+        return data
+
+    @property
+    def sources(self) -> list[str]:
+        """The landing files whose rows it holds, in order."""
+        return list(dict.fromkeys(s.source_uri for s in self.segments))
+
+    @property
+    def label(self) -> str:
+        """How people find it: its landing file, or the first of them and how many more."""
+        sources = self.sources
+        if len(sources) <= 1:
+            return sources[0] if sources else self.partition_id
+        return f"{sources[0]} (+{len(sources) - 1} files)"
 
 
 class PartitionValidation(BaseModel):
     """What Great Expectations found in one partition."""
 
     partition_id: str
+    # The landing file (or the partition's label) the result is about.
     source_uri: str
     success: bool
     rows: int
@@ -41,6 +93,8 @@ class PartitionValidation(BaseModel):
     expectations: list[ExpectationOutcome]
     # Great Expectations' own result (its JSON form), from which the Data Docs are built.
     gx_result: dict[str, Any] | None = None
+    # A result about one file's rows of a partition: where they start in the partition.
+    start: int | None = None
 
 
 class ExpectationOutcome(BaseModel):
@@ -75,12 +129,46 @@ class LandingFile(BaseModel):
     tag: str
 
 
-class IngestOutcome(BaseModel):
-    """The result of ingesting one landing file: a partition or a quarantine record."""
+class Split(BaseModel):
+    """Landing files that one ingest task reads, in order, into partitions of bounded size:
+    small files packed together, or one large file cut into pieces."""
 
-    partition: PartitionRef | None = None
-    quarantined: QuarantineRecord | None = None
-    reused: bool = False
+    split_id: str
+    files: list[LandingFile]
+    estimated_bytes: int
+
+
+class SplitOutcome(BaseModel):
+    """What ingesting a split made: its partitions, and the files that were set aside."""
+
+    split_id: str
+    files: list[LandingFile]
+    partitions: list[PartitionRef]
+    quarantined: list[QuarantineRecord] = Field(default_factory=list)
+    # Partitions this ingestion wrote; the others existed already (the same rows before).
+    written: list[str] = Field(default_factory=list)
+    # When a run with a cache expiry ingested it: the landing index keeps it until then.
+    expires_at: datetime | None = None
+
+
+class IngestPlan(BaseModel):
+    """What an ingest run does: splits whose files are unchanged since the last run of this
+    landing folder are kept as they are; the other files form new splits to ingest."""
+
+    kept: list[SplitOutcome]
+    todo: list[Split]
+    # Partitions of a 0.1 lake adopted after re-hashing their landing file once.
+    adopted: int = 0
+
+
+class LandingIndex(BaseModel):
+    """The splits of the last ingestion of one landing folder (the planner's memory)."""
+
+    source_uri: str
+    schema_hash: str
+    partition_bytes: int
+    partition_rows: int | None = None
+    splits: list[SplitOutcome]
 
 
 class DatasetVersion(BaseModel):
@@ -109,6 +197,12 @@ class DatasetVersion(BaseModel):
         wanted = set(partition_ids)
         return sum(p.bytes for p in self.partitions if p.partition_id in wanted)
 
+    @property
+    def files(self) -> list[str]:
+        """Every landing file of the version: those in its partitions and those set aside."""
+        named = [s for p in self.partitions for s in p.sources]
+        return list(dict.fromkeys([*named, *(q.source_uri for q in self.quarantined)]))
+
 
 class IngestResult(BaseModel):
     """A dataset version plus what this run had to do to produce it."""
@@ -116,6 +210,9 @@ class IngestResult(BaseModel):
     version: DatasetVersion
     new_partitions: list[str]
     reused_partitions: list[str]
+    # Landing files read by this run (new or changed ones, and those sharing a partition
+    # with a changed or removed file); the rest were known and not read again.
+    files_read: int = 0
 
 
 class ValidationReport(BaseModel):
@@ -124,10 +221,19 @@ class ValidationReport(BaseModel):
     expectations_hash: str
     created_at: datetime = Field(default_factory=utcnow)
     partitions: list[PartitionValidation]
+    # Partitions with accepted rows, and those with none.
     accepted: list[str]
     rejected: list[str]
     ingest_quarantined: int
     total_files: int
+    # Landing files whose rows failed (with why), and the rows of theirs each partition
+    # must skip ([start, stop) in the partition). A packed partition that fails is
+    # validated again per file (``segments``), so one bad file does not take its
+    # partition-mates down.
+    accepted_files: int = 0
+    rejected_files: dict[str, str] = Field(default_factory=dict)
+    excluded_rows: dict[str, list[tuple[int, int]]] = Field(default_factory=dict)
+    segments: list[PartitionValidation] = Field(default_factory=list)
     accepted_fraction: float
     threshold: float
     passed: bool
@@ -204,6 +310,8 @@ class ModelMetadata(BaseModel):
     dataset: str
     dataset_version: str
     partitions: list[str]
+    # Rows of rejected landing files in the partitions above, skipped ([start, stop)).
+    excluded_rows: dict[str, list[tuple[int, int]]] = Field(default_factory=dict)
     spec_hash: str
     training_hash: str
     package_version: str
@@ -236,9 +344,15 @@ class PipelineResult(BaseModel):
 
     dataset: str
     dataset_version: str
+    # Landing files: all of them, those whose rows were accepted, those set aside (at
+    # ingestion or validation), and those this run read (the others were known).
+    files_total: int
+    files_accepted: int
+    files_quarantined: int
+    files_read: int
+    # Partitions of the version, those with accepted rows, and those written by this run.
     partitions_total: int
     partitions_accepted: int
-    partitions_quarantined: int
     new_partitions: int
     rows: int
     model_version: str
@@ -260,9 +374,10 @@ class PipelineResult(BaseModel):
         metric_value = self.metrics.get(self.metric)
         shown = f"{metric_value:.4f}" if metric_value is not None else "n/a"
         lines = [
-            f"dataset   {self.dataset} version {self.dataset_version}: {self.rows:,} rows in "
-            f"{self.partitions_accepted}/{self.partitions_total} accepted partitions "
-            f"({self.new_partitions} new, {self.partitions_quarantined} quarantined)",
+            f"dataset   {self.dataset} version {self.dataset_version}: {self.rows:,} rows from "
+            f"{self.files_accepted}/{self.files_total} accepted landing files "
+            f"({self.files_read} read now, {self.files_quarantined} quarantined) in "
+            f"{self.partitions_accepted} partition(s) ({self.new_partitions} new)",
             f"model     {self.model_name_version()}: test {self.metric} = {shown}"
             + (" (reused: same data and spec as before)" if self.model_reused else ""),
             f"decision  {outcome}: {self.reason}",

@@ -11,8 +11,9 @@ import json
 from typing import Any, Literal
 
 import yaml
+from dask.utils import format_bytes, parse_bytes
 from prefect import task
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.errors import SpecError
 from tasks.retries import IO_RETRIES
@@ -61,6 +62,18 @@ _COLUMN_KWARGS = ("column", "column_A", "column_B")
 FEATURE_TYPES: frozenset[str] = frozenset({"int", "float", "bool", "category", "datetime"})
 
 
+def checked_size(value: str, *, minimum: int, too_small: str) -> str:
+    """``value`` if it is a size (``128MiB``, ``4GB``) of at least ``minimum`` bytes; a
+    ``ValueError`` saying what is wrong with it otherwise (for field validators)."""
+    try:
+        parsed = parse_bytes(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"'{value}' is not a size such as 128MiB or 4GiB") from None
+    if parsed < minimum:
+        raise ValueError(f"'{value}' is {too_small} ({format_bytes(minimum)} at least)")
+    return value
+
+
 class _Strict(BaseModel):
     # A typo in a field name is an error that names the field, not a silently ignored key.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -87,6 +100,28 @@ class ExpectationSpec(_Strict):
     type: str = Field(pattern=r"^expect_[a-z0-9_]+$")
     kwargs: dict[str, Any] = Field(default_factory=dict)
     meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class IngestSpec(_Strict):
+    """How landing files become partitions: packed or cut to a bounded size."""
+
+    partition_size: str = Field(
+        "128MiB",
+        description="Target in-memory (decoded Arrow) size of a partition, e.g. 128MiB: small "
+        "files are packed together up to it, larger files are cut into pieces of about it.",
+    )
+    partition_rows: int | None = Field(
+        None, ge=1, description="Also cut a partition once it holds this many rows."
+    )
+
+    @field_validator("partition_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        return checked_size(value, minimum=2**16, too_small="too small for a partition")
+
+    @property
+    def partition_bytes(self) -> int:
+        return int(parse_bytes(self.partition_size))
 
 
 class ValidationPolicy(_Strict):
@@ -158,6 +193,7 @@ class DatasetSpec(_Strict):
     key: str | None = None
     features: list[str] | None = None
     expectations: list[ExpectationSpec] = Field(default_factory=list)
+    ingest: IngestSpec = IngestSpec()
     validation: ValidationPolicy = ValidationPolicy()
     split: SplitSpec = SplitSpec()
     training: TrainingSpec = TrainingSpec()

@@ -1,31 +1,53 @@
-"""One landing file becomes one partition named by the hash of the file's bytes and of the
-spec's schema, so an unchanged file is never processed twice and a changed file becomes a
-new partition. A file that cannot be read or cast is quarantined with the reason; the
-others go on.
+"""A split's landing files become typed Parquet partitions of bounded size.
+
+The files are read in order as a stream of typed tables (``read.py``). Rows of whole files
+are packed together until a partition reaches the spec's ``ingest.partition_size``; a file
+that is larger on its own is cut into pieces of about that size as it is read, so a worker
+holds at most about two partitions' worth of rows, never a whole large file.
+
+Partitions are written to temporary files first and named when the split is done, by the
+content of their rows' sources: each piece's file hash and row range, and the schema. The
+same rows always make the same partition, which an unchanged or re-read file then reuses. A
+file that cannot be read or cast is quarantined with the reason and its rows are dropped,
+including pieces already written; its partition-mates go on.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.errors import PartitionError
-from tasks.ingest.landing import source_format
-from tasks.ingest.read import cast_to_schema, distinct_values, read_table
+from tasks.ingest.cast import distinct_values
+from tasks.ingest.read import READ_ERRORS, FileReader
 from tasks.lake import Lake
-from tasks.records import IngestOutcome, PartitionRef, QuarantineRecord
+from tasks.records import LandingFile, PartitionRef, QuarantineRecord, Segment, Split, SplitOutcome
 from tasks.spec import DatasetSpec
-from tasks.storage import url_to_fs
 
 PARTITION_METADATA_KEY = b"mlops.partition"
 
 
-def partition_id(source_hash: str, schema_hash: str) -> str:
-    return hashlib.sha256(f"{source_hash}:{schema_hash}".encode()).hexdigest()[:24]
+def file_record_id(sha256: str, schema_hash: str) -> str:
+    """The id of what became of one file's bytes under one schema (0.1 named its one-file
+    partitions so; quarantine records of a file still are)."""
+    return hashlib.sha256(f"{sha256}:{schema_hash}".encode()).hexdigest()[:24]
+
+
+def partition_id(segments: list[Segment], schema_hash: str, *, whole_file: bool) -> str:
+    """A partition's content address: the files and row ranges its rows come from.
+
+    A partition that holds one whole file keeps the id 0.1 gave it, so such partitions of an
+    older lake are the same objects.
+    """
+    if whole_file and len(segments) == 1:
+        return file_record_id(segments[0].sha256, schema_hash)
+    pieces = [[s.sha256, s.file_start, s.rows] for s in segments]
+    blob = json.dumps({"schema": schema_hash, "pieces": pieces}, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def dictionary_columns(spec: DatasetSpec) -> list[str]:
@@ -42,82 +64,250 @@ def dictionary_columns(spec: DatasetSpec) -> list[str]:
     ]
 
 
-def encode_partition(table: pa.Table, ref: PartitionRef, spec: DatasetSpec) -> bytes:
-    """Parquet bytes carrying the partition's own description in the file footer."""
-    meta = ref.model_dump_json(exclude={"uri", "bytes"}).encode()
-    table = table.replace_schema_metadata({PARTITION_METADATA_KEY: meta})
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", use_dictionary=dictionary_columns(spec))
-    return buf.getvalue()
+@dataclass
+class Piece:
+    """Rows of one file waiting to be written, and where they start in the file."""
+
+    file: LandingFile
+    reader: FileReader
+    table: pa.Table
+    file_start: int
 
 
-def read_partition_ref(lake: Lake, path: str) -> PartitionRef:
-    """Describe an existing partition from its footer, without reading its data."""
-    with lake.fs.open(path, "rb") as fh:
-        metadata = pq.read_schema(fh).metadata or {}
-    fields = json.loads(metadata[PARTITION_METADATA_KEY])
-    return PartitionRef(**fields, uri=lake.fs.unstrip_protocol(path), bytes=lake.fs.size(path))
+@dataclass
+class Written:
+    """A partition written to a temporary file, named once its files' hashes are known."""
+
+    temporary: str
+    # Each piece's file, its reader, first row in the file, rows and distinct values.
+    pieces: list[tuple[LandingFile, FileReader, int, int, dict[str, list[str]]]]
+    rows: int
+    bytes: int
+    distinct: dict[str, list[str]]
+    dropped: list[str]
 
 
-def ingest_file(
-    *, source_uri: str, spec: DatasetSpec, lake: Lake, rewrite: bool = False
-) -> IngestOutcome:
-    """Turn one landing file into a partition (or reuse it), or quarantine it with the reason.
+@dataclass
+class PartitionWriter:
+    """Packs and cuts the rows of a split's files into partitions (see the module doc)."""
 
-    ``rewrite`` (a refresh run) processes the file again even when a partition or a
-    quarantine record for the same bytes exists, and replaces it.
-    """
-    fmt = source_format(source_uri)
-    fs, path = url_to_fs(source_uri)
-    data = bytes(fs.cat_file(path))
-    source_hash = hashlib.sha256(data).hexdigest()
-    pid = partition_id(source_hash, spec.schema_hash())
-    target = lake.partition(spec.name, pid)
-    if not rewrite and lake.exists(target):
-        # Same bytes as an earlier file: reuse its partition, under the name it has now.
-        ref = read_partition_ref(lake, target).model_copy(update={"source_uri": source_uri})
-        return IngestOutcome(partition=ref, reused=True)
-    known = lake.quarantine(spec.name, pid)
-    if not rewrite and lake.exists(known):
-        # Same bytes, same schema: it would fail the same way again.
-        record = QuarantineRecord.model_validate(lake.read_json(known))
-        if record.stage == "ingest":
-            return IngestOutcome(
-                quarantined=record.model_copy(update={"source_uri": source_uri}), reused=True
+    split: Split
+    spec: DatasetSpec
+    lake: Lake
+    pending: list[Piece] = field(default_factory=list)
+    written: list[Written] = field(default_factory=list)
+
+    @property
+    def target_bytes(self) -> int:
+        return self.spec.ingest.partition_bytes
+
+    def _full(self, nbytes: int, rows: int) -> bool:
+        """Rows of this size make a partition."""
+        limit = self.spec.ingest.partition_rows
+        return nbytes >= self.target_bytes or (limit is not None and rows >= limit)
+
+    def _over(self, nbytes: int, rows: int) -> bool:
+        """Rows of this size are more than one partition."""
+        limit = self.spec.ingest.partition_rows
+        return nbytes > self.target_bytes or (limit is not None and rows > limit)
+
+    def _pending_size(self) -> tuple[int, int]:
+        return (
+            sum(p.table.nbytes for p in self.pending),
+            sum(p.table.num_rows for p in self.pending),
+        )
+
+    def add(self, file: LandingFile, reader: FileReader, *, seen: dict[str, str]) -> str | None:
+        """Read ``file`` and pack or cut its rows.
+
+        On a bad file all of its rows are dropped, pieces already written included
+        (``PartitionError`` and the readers' errors propagate, for the caller to quarantine
+        it). A file with the same bytes as one read before (``seen``: hash to URI) adds
+        nothing: the earlier file's URI is returned.
+        """
+        own: list[Written] = []
+        current: list[pa.Table] = []
+        file_start = 0
+        try:
+            for table in reader.tables():
+                current.append(table)
+                nbytes = sum(t.nbytes for t in current)
+                rows = sum(t.num_rows for t in current)
+                pending_bytes, pending_rows = self._pending_size()
+                if self.pending and self._over(pending_bytes + nbytes, pending_rows + rows):
+                    # Whole earlier files first: they make a partition of their own.
+                    self._flush(self.pending)
+                    self.pending = []
+                if self._full(nbytes, rows):
+                    # This file alone fills a partition: write the piece now, hold no more.
+                    piece = Piece(file, reader, pa.concat_tables(current), file_start)
+                    own.append(self._flush([piece]))
+                    file_start += piece.table.num_rows
+                    current = []
+        except BaseException:
+            self._discard(own)
+            raise
+        duplicate = seen.setdefault(reader.sha256, file.uri)
+        if duplicate != file.uri:
+            self._discard(own)
+            return duplicate
+        if current:
+            self.pending.append(Piece(file, reader, pa.concat_tables(current), file_start))
+            pending_bytes, pending_rows = self._pending_size()
+            if self._full(pending_bytes, pending_rows):
+                self._flush(self.pending)
+                self.pending = []
+        return None
+
+    def _distinct(self, table: pa.Table) -> dict[str, list[str]]:
+        return distinct_values(table, self.spec)
+
+    def _discard(self, partials: list[Written]) -> None:
+        for partial in partials:
+            self.lake.remove(partial.temporary)
+            self.written.remove(partial)
+
+    def _flush(self, pieces: list[Piece]) -> Written:
+        table = pa.concat_tables([p.table for p in pieces])
+        path = self.lake.temporary(self.lake.partition(self.spec.name, "partition"))
+        described = {
+            "split_id": self.split.split_id,
+            "schema": self.spec.schema_hash(),
+            "segments": [
+                {"source_uri": p.file.uri, "tag": p.file.tag, "file_start": p.file_start}
+                | {"rows": p.table.num_rows}
+                for p in pieces
+            ],
+        }
+        table = table.replace_schema_metadata(
+            {PARTITION_METADATA_KEY: json.dumps(described).encode()}
+        )
+        with self.lake.open_temporary(path) as fh:
+            pq.write_table(
+                table, fh, compression="zstd", use_dictionary=dictionary_columns(self.spec)
             )
+        written = Written(
+            temporary=path,
+            pieces=[
+                (
+                    p.file,
+                    p.reader,
+                    p.file_start,
+                    p.table.num_rows,
+                    distinct_values(p.table, self.spec),
+                )
+                for p in pieces
+            ],
+            rows=table.num_rows,
+            bytes=int(self.lake.fs.size(path)),
+            distinct=self._distinct(table),
+            dropped=sorted({c for p in pieces for c in p.reader.dropped}),
+        )
+        self.written.append(written)
+        return written
+
+    def finish(self, *, rewrite: bool) -> tuple[list[PartitionRef], list[str]]:
+        """Write what is pending, then name and commit every partition; the partitions,
+        and the ids of those this call wrote (the others existed already)."""
+        if self.pending:
+            self._flush(self.pending)
+            self.pending = []
+        schema = self.spec.schema_hash()
+        refs, new = [], []
+        for written in self.written:
+            segments, start = [], 0
+            for file, reader, file_start, rows, distinct in written.pieces:
+                segments.append(
+                    Segment(
+                        source_uri=file.uri,
+                        tag=file.tag,
+                        sha256=reader.sha256,
+                        format=reader.format,
+                        file_start=file_start,
+                        start=start,
+                        rows=rows,
+                        distinct=distinct,
+                    )
+                )
+                start += rows
+            whole = len(written.pieces) == 1 and written.pieces[0][1].rows == written.rows
+            pid = partition_id(segments, schema, whole_file=whole)
+            target = self.lake.partition(self.spec.name, pid)
+            if self.lake.commit(written.temporary, target, replace=rewrite):
+                new.append(pid)
+            refs.append(
+                PartitionRef(
+                    partition_id=pid,
+                    uri=self.lake.url_of(target),
+                    rows=written.rows,
+                    bytes=written.bytes,
+                    segments=segments,
+                    split_id=self.split.split_id,
+                    distinct=written.distinct,
+                    dropped_columns=written.dropped,
+                )
+            )
+        return refs, new
+
+    def abandon(self) -> None:
+        """Delete every temporary file (the split failed as a whole)."""
+        for written in self.written:
+            self.lake.remove(written.temporary)
+        self.written = []
+
+
+def ingest_split(
+    *, split: Split, spec: DatasetSpec, lake: Lake, rewrite: bool = False
+) -> SplitOutcome:
+    """Ingest one split's files into partitions; quarantine each file that cannot be read or
+    cast, with the reason, and go on with the others.
+
+    ``rewrite`` (a refresh run) replaces partitions that exist already.
+    """
+    writer = PartitionWriter(split=split, spec=spec, lake=lake)
+    quarantined: list[QuarantineRecord] = []
+    seen: dict[str, str] = {}
     try:
-        if fmt is None:
-            raise PartitionError(f"{source_uri}: unsupported file type")
-        if not data:
-            raise PartitionError(f"{source_uri}: file is empty")
-        table, dropped = cast_to_schema(
-            read_table(data, fmt=fmt, uri=source_uri, spec=spec), spec=spec, uri=source_uri
-        )
-        if table.num_rows == 0:
-            raise PartitionError(f"{source_uri}: file has a header but no rows")
-    except (PartitionError, pa.ArrowException, ValueError, KeyError) as err:
-        # Whatever the file did to the reader, it is this file's problem, not the run's.
-        reason = (
-            str(err)
-            if isinstance(err, PartitionError)
-            else (f"{source_uri}: cannot read ({type(err).__name__}): {err}")
-        )
-        record = QuarantineRecord(
-            record_id=pid, stage="ingest", source_uri=source_uri, reason=reason
-        )
-        lake.write_json(lake.quarantine(spec.name, record.record_id), record)
-        return IngestOutcome(quarantined=record)
-    ref = PartitionRef(
-        partition_id=pid,
-        uri=lake.fs.unstrip_protocol(target),
-        source_uri=source_uri,
-        source_hash=source_hash,
-        source_format=fmt,
-        rows=table.num_rows,
-        bytes=0,
-        distinct=distinct_values(table, spec),
-        dropped_columns=dropped,
+        for file in split.files:
+            reader = FileReader(file, spec)
+            try:
+                duplicate = writer.add(file, reader, seen=seen)
+            except (PartitionError, *READ_ERRORS, KeyError) as err:
+                # Whatever the file did to the reader, it is this file's problem, not the run's.
+                reason = (
+                    str(err)
+                    if isinstance(err, PartitionError)
+                    else f"{file.uri}: cannot read ({type(err).__name__}): {err}"
+                )
+                quarantined.append(quarantine(lake, spec, file, reader, reason))
+                continue
+            if duplicate is not None:
+                # The same export dropped twice: its rows are ingested once.
+                reason = f"{file.uri}: same bytes as {duplicate}, which is ingested"
+                quarantined.append(quarantine(lake, spec, file, reader, reason))
+        partitions, new = writer.finish(rewrite=rewrite)
+    except BaseException:
+        writer.abandon()
+        raise
+    return SplitOutcome(
+        split_id=split.split_id,
+        files=split.files,
+        partitions=partitions,
+        quarantined=quarantined,
+        written=new,
     )
-    blob = encode_partition(table, ref, spec)
-    lake.write_bytes(target, blob)
-    return IngestOutcome(partition=ref.model_copy(update={"bytes": len(blob)}))
+
+
+def quarantine(
+    lake: Lake, spec: DatasetSpec, file: LandingFile, reader: FileReader, reason: str
+) -> QuarantineRecord:
+    """Set ``file`` aside with ``reason``: a record in the lake (its bytes stay where they are)."""
+    key = reader.sha256 or hashlib.sha256(f"{file.uri}:{file.tag}".encode()).hexdigest()
+    record = QuarantineRecord(
+        record_id=file_record_id(key, spec.schema_hash()),
+        stage="ingest",
+        source_uri=file.uri,
+        reason=reason,
+    )
+    lake.write_json(lake.quarantine(spec.name, record.record_id), record)
+    return record

@@ -1,146 +1,210 @@
-"""Reading one landing file and casting it to the spec's schema, with errors that name the
-file and the column."""
+"""Reading landing files as a stream of typed tables, hashing their bytes on the way.
+
+A file is never held whole unless it is small: CSV and gzip CSV are parsed block by block
+from a stream, Parquet row group by row group. Every table is cast to the spec's schema as
+it is read, and the file's SHA-256 is computed from the same bytes (Parquet, read out of
+order, is hashed in one sequential pass first). Errors name the file and, where known, the
+rows.
+"""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import zlib
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any, BinaryIO, cast
 
-import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tasks.errors import PartitionError
-from tasks.spec import ColumnSpec, DatasetSpec
+from tasks.ingest.cast import NULL_VALUES, cast_to_schema, csv_nulls
+from tasks.ingest.landing import source_format
+from tasks.records import LandingFile
+from tasks.spec import DatasetSpec
+from tasks.storage import url_to_fs
 
-NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
-
-ARROW_TYPES: dict[str, pa.DataType] = {
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "bool": pa.bool_(),
-    "string": pa.string(),
-    "datetime": pa.timestamp("us"),
-}
-
-
-def read_table(data: bytes, *, fmt: str, uri: str, spec: DatasetSpec) -> pa.Table:
-    """Parse one landing file; spec columns in CSV are read as text and cast afterwards."""
-    try:
-        if fmt == "parquet":
-            return pq.read_table(pa.BufferReader(data))
-        if fmt == "csv.gz":
-            data = gzip.decompress(data)
-        table = pacsv.read_csv(
-            pa.BufferReader(data),
-            convert_options=pacsv.ConvertOptions(
-                # Text first, then our own cast: its errors can name the column.
-                column_types={name: pa.string() for name in spec.columns},
-                null_values=NULL_VALUES,
-                strings_can_be_null=False,
-            ),
-        )
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as err:
-        raise PartitionError(f"{uri}: file is truncated or corrupt ({fmt}): {err}") from None
-    except (pa.ArrowException, ValueError) as err:
-        raise PartitionError(f"{uri}: cannot parse as {fmt}: {err}") from None
-    return _csv_nulls(table, spec)
+# Files up to this size are read in one request and parsed from memory; larger ones are
+# streamed (a worker then holds one block, not the file).
+WHOLE_FILE_BYTES = 8 * 2**20
+# Bytes of CSV text parsed at a time when streaming (pyarrow's block size), and the most
+# rows per batch when streaming a Parquet row group (fewer when rows are wide).
+CSV_BLOCK_BYTES = 2**20
+PARQUET_BATCH_ROWS = 128 * 1024
+HASH_CHUNK_BYTES = 8 * 2**20
+# What the readers raise on a damaged file: truncated or corrupt compression, bad CSV,
+# unreadable Parquet pages.
+READ_ERRORS = (EOFError, OSError, zlib.error, gzip.BadGzipFile, pa.ArrowException, ValueError)
 
 
-def _csv_nulls(table: pa.Table, spec: DatasetSpec) -> pa.Table:
-    """Apply CSV null markers by column type.
+class HashingReader:
+    """A binary stream that hashes every byte read through it."""
 
-    "NA" or "None" can be real values of a text column (North America, a category named
-    None), so text columns treat only empty fields as missing; typed columns also accept
-    the usual markers (NA, null, NaN, ...).
-    """
-    for i, name in enumerate(table.column_names):
-        column = spec.columns.get(name)
-        array = table.column(i)
-        if column is None or not pa.types.is_string(array.type):
-            continue
-        markers = [""] if column.type in ("string", "category") else NULL_VALUES
-        missing = pc.is_in(array, value_set=pa.array(markers, pa.string()))
-        table = table.set_column(i, name, pc.if_else(missing, pa.scalar(None, pa.string()), array))
-    return table
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.closed = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.sha.update(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def drain(self) -> None:
+        """Read (and hash) the rest, so the hash covers the whole file."""
+        while chunk := self.raw.read(HASH_CHUNK_BYTES):
+            self.sha.update(chunk)
+
+    def hexdigest(self) -> str:
+        return self.sha.hexdigest()
 
 
-def cast_column(array: pa.ChunkedArray, column: ColumnSpec) -> pa.ChunkedArray:
-    """Cast one column to its spec type; raises ``pa.ArrowInvalid`` with pyarrow's reason."""
-    if pa.types.is_dictionary(array.type):
-        array = array.cast(array.type.value_type)
-    is_text = pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
-    if column.type == "category":
-        text = array if is_text else pc.cast(array, pa.string())
-        return pc.dictionary_encode(text)
-    if is_text and column.type in ("int", "float", "bool"):
-        array = pc.utf8_trim_whitespace(array)
-    if column.type == "datetime":
-        if not (is_text or pa.types.is_timestamp(array.type) or pa.types.is_date(array.type)):
-            # Epoch numbers carry no unit (s? ms? us?); guessing would shift every date.
-            raise pa.ArrowInvalid(
-                "numbers have no time unit; store ISO 8601 text, a date or a timestamp"
-            )
-        if pa.types.is_timestamp(array.type) and array.type.tz is not None:
-            return pc.cast(array, pa.timestamp("us", "UTC")).cast(pa.timestamp("us"))
+class FileReader:
+    """One landing file read as typed tables (``tables()``); afterwards, its ``sha256``,
+    ``rows`` and the columns it had beyond the spec's (``dropped``)."""
+
+    def __init__(self, file: LandingFile, spec: DatasetSpec) -> None:
+        self.file = file
+        self.spec = spec
+        # Tables of at most about this size, so that partitions can be cut near their size.
+        self.block_bytes = max(16 * 1024, min(CSV_BLOCK_BYTES, spec.ingest.partition_bytes // 4))
+        self.format = source_format(file.uri) or ""
+        self.sha256 = ""
+        self.rows = 0
+        self.dropped: list[str] = []
+
+    def tables(self) -> Iterator[pa.Table]:
+        """The file's rows in order, cast to the spec's schema; ``PartitionError`` naming the
+        file (and the rows, where known) if it cannot be read or cast."""
+        uri = self.file.uri
+        if not self.format:
+            raise PartitionError(f"{uri}: unsupported file type")
+        if self.file.bytes == 0:
+            raise PartitionError(f"{uri}: file is empty")
+        fs, path = url_to_fs(uri)
+        if self.file.bytes <= WHOLE_FILE_BYTES:
+            yield from self._whole(bytes(fs.cat_file(path)))
+        elif self.format == "parquet":
+            yield from self._parquet_stream(fs, path)
+        else:
+            yield from self._csv_stream(fs, path)
+        if self.rows == 0:
+            raise PartitionError(f"{uri}: file has a header but no rows")
+
+    # Small files: one request, parsed from memory ------------------------------------------
+    def _whole(self, data: bytes) -> Iterator[pa.Table]:
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        if not data:
+            raise PartitionError(f"{self.file.uri}: file is empty")
         try:
-            return pc.cast(array, pa.timestamp("us"))
-        except pa.ArrowInvalid as naive_error:
-            if not is_text:
-                raise
-            # Some values carry a zone offset: read them all as ISO 8601 (naive ones as UTC),
-            # normalise to UTC and drop the zone. Report the plain error if even that fails.
+            if self.format == "parquet":
+                table = pq.read_table(pa.BufferReader(data))
+            else:
+                text = gzip.decompress(data) if self.format == "csv.gz" else data
+                table = pacsv.read_csv(pa.BufferReader(text), convert_options=self._convert())
+        except READ_ERRORS as err:
+            raise self._damaged(err) from None
+        table = table if self.format == "parquet" else csv_nulls(table, self.spec)
+        # In slices of about a streamed block, so the writer can cut where it needs to.
+        step = max(1, table.num_rows * self.block_bytes // max(table.nbytes, 1))
+        # At least once: a file with a header only is checked against the schema too.
+        for start in range(0, max(table.num_rows, 1), step):
+            yield self._cast(table.slice(start, step))
+
+    # Large files: streamed ----------------------------------------------------------------
+    def _csv_stream(self, fs: Any, path: str) -> Iterator[pa.Table]:
+        with ExitStack() as stack:
+            hashing = HashingReader(stack.enter_context(fs.open(path, "rb")))
+            text: Any = hashing
+            if self.format == "csv.gz":
+                text = stack.enter_context(gzip.GzipFile(fileobj=cast(Any, hashing), mode="rb"))
             try:
-                parsed = pd.to_datetime(array.to_pandas(), utc=True, format="ISO8601")
-            except (ValueError, TypeError):
-                raise naive_error from None
-            return pa.chunked_array([pa.array(parsed.dt.tz_convert(None), type=pa.timestamp("us"))])
-    return pc.cast(array, ARROW_TYPES[column.type])
+                reader = pacsv.open_csv(
+                    text,
+                    read_options=pacsv.ReadOptions(block_size=self.block_bytes, use_threads=False),
+                    convert_options=self._convert(),
+                )
+                header = reader.schema.names
+                while True:
+                    try:
+                        batch = reader.read_next_batch()
+                    except StopIteration:
+                        break
+                    table = pa.Table.from_batches([batch])
+                    if table.column_names != header:
+                        raise PartitionError(f"{self.file.uri}: the header changes mid-file")
+                    yield self._cast(csv_nulls(table, self.spec))
+            except READ_ERRORS as err:
+                raise self._damaged(err) from None
+            finally:
+                # Whatever happened, the hash covers every byte (a quarantine record is
+                # keyed by it).
+                hashing.drain()
+                self.sha256 = hashing.hexdigest()
 
-
-def cast_to_schema(table: pa.Table, *, spec: DatasetSpec, uri: str) -> tuple[pa.Table, list[str]]:
-    """The table with exactly the spec's columns, in order and typed; plus columns dropped."""
-    repeated = sorted({n for n in table.column_names if table.column_names.count(n) > 1})
-    if repeated:
-        raise PartitionError(
-            f"{uri}: column(s) {', '.join(map(repr, repeated))} appear more than once"
-        )
-    missing = [name for name in spec.columns if name not in table.column_names]
-    if missing:
-        raise PartitionError(
-            f"{uri}: missing column(s) {', '.join(repr(m) for m in missing)} "
-            f"(file has: {', '.join(table.column_names)})"
-        )
-    arrays = []
-    for name, column in spec.columns.items():
-        source = table.column(name)
+    def _parquet_stream(self, fs: Any, path: str) -> Iterator[pa.Table]:
+        # Parquet is read footer first and by column chunks: hash the bytes in order first.
+        sha = hashlib.sha256()
+        with fs.open(path, "rb") as raw:
+            while chunk := raw.read(HASH_CHUNK_BYTES):
+                sha.update(chunk)
+        self.sha256 = sha.hexdigest()
         try:
-            arrays.append(cast_column(source, column))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-            kind = (
-                "text"
-                if pa.types.is_string(source.type) or pa.types.is_large_string(source.type)
-                else source.type
+            with fs.open(path, "rb") as raw:
+                parquet = pq.ParquetFile(raw)
+                for group in range(parquet.num_row_groups):
+                    first = self.rows
+                    # Batches of about a CSV block, so the writer can cut where it needs to.
+                    meta = parquet.metadata.row_group(group)
+                    per_block = meta.num_rows * self.block_bytes // max(meta.total_byte_size, 1)
+                    rows = max(256, min(PARQUET_BATCH_ROWS, per_block))
+                    try:
+                        for batch in parquet.iter_batches(batch_size=rows, row_groups=[group]):
+                            yield self._cast(pa.Table.from_batches([batch]))
+                    except READ_ERRORS as err:
+                        raise PartitionError(
+                            f"{self.file.uri}: row group {group} (rows from {first + 1:,}) is "
+                            f"corrupt or unreadable: {err}"
+                        ) from None
+        except PartitionError:
+            raise
+        except READ_ERRORS as err:
+            raise self._damaged(err) from None
+
+    # Shared -------------------------------------------------------------------------------
+    def _convert(self) -> pacsv.ConvertOptions:
+        return pacsv.ConvertOptions(
+            # Text first, then our own cast: its errors can name the column.
+            column_types={name: pa.string() for name in self.spec.columns},
+            null_values=NULL_VALUES,
+            strings_can_be_null=False,
+        )
+
+    def _cast(self, table: pa.Table) -> pa.Table:
+        where = self.file.uri
+        if self.rows:
+            where = f"{self.file.uri} (rows from {self.rows + 1:,})"
+        cast, dropped = cast_to_schema(table, spec=self.spec, uri=where)
+        self.dropped = dropped
+        self.rows += cast.num_rows
+        return cast
+
+    def _damaged(self, err: BaseException) -> PartitionError:
+        where = f" after row {self.rows:,}" if self.rows else ""
+        if isinstance(err, EOFError | OSError | zlib.error | gzip.BadGzipFile):
+            return PartitionError(
+                f"{self.file.uri}: file is truncated or corrupt ({self.format}){where}: {err}"
             )
-            raise PartitionError(
-                f"{uri}: column '{name}': cannot cast {kind} to {column.type}: {err}"
-            ) from None
-    dropped = [name for name in table.column_names if name not in spec.columns]
-    return pa.Table.from_arrays(arrays, names=list(spec.columns)), dropped
-
-
-def distinct_values(table: pa.Table, spec: DatasetSpec) -> dict[str, list[str]]:
-    """Distinct non-null values of category columns and of a classification target."""
-    columns = [n for n, c in spec.columns.items() if c.type == "category"]
-    if spec.task != "regression" and spec.target not in columns:
-        columns.append(spec.target)
-    out: dict[str, list[str]] = {}
-    for name in columns:
-        array = table.column(name)
-        if pa.types.is_dictionary(array.type):
-            array = array.cast(array.type.value_type)
-        values = pc.unique(array.drop_null()).to_pylist()
-        out[name] = sorted(str(v) for v in values)
-    return out
+        return PartitionError(f"{self.file.uri}: cannot parse as {self.format}{where}: {err}")

@@ -7,12 +7,20 @@ from typing import Any
 
 from prefect import task
 
+from tasks.ingest.index import plan_ingestion, write_index
 from tasks.ingest.landing import list_landing
-from tasks.ingest.partitions import ingest_file
+from tasks.ingest.partitions import ingest_split
 from tasks.ingest.publish import publish_ingest_summary
 from tasks.ingest.versions import load_version, write_version
 from tasks.lake import Lake
-from tasks.records import DatasetVersion, IngestOutcome, IngestResult, LandingFile
+from tasks.records import (
+    DatasetVersion,
+    IngestPlan,
+    IngestResult,
+    LandingFile,
+    Split,
+    SplitOutcome,
+)
 from tasks.retries import IO_RETRIES
 from tasks.runtime.caching import ContentKey
 from tasks.spec import DatasetSpec
@@ -30,28 +38,33 @@ def sweep_temporaries_task(lake: str) -> list[str]:
     return Lake(lake).sweep_temporaries()
 
 
+@task(name="plan-ingestion", **IO_RETRIES)
+def plan_ingestion_task(
+    *, lake: str, spec: DatasetSpec, source: str, files: list[LandingFile], refresh: bool
+) -> IngestPlan:
+    """Keep the splits whose files are unchanged; group the other files into new splits."""
+    return plan_ingestion(Lake(lake), spec, source, files, refresh=refresh)
+
+
 def ingest_identity(inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """What an ``ingest-file`` result depends on: its cache key (``runtime/caching.py``)."""
-    source: LandingFile = inputs["source"]
-    spec: DatasetSpec = inputs["spec"]
-    # The URI is part of it: the outcome names the file it came from.
-    return {
-        "source": source.uri,
-        "content": source.tag,
-        "schema": spec.schema_hash(),
-        "lake": inputs["lake"],
-    }
+    """What an ``ingest-split`` result depends on: its cache key (``runtime/caching.py``).
+
+    The split id hashes its files' URIs and content tags, the schema and the partition
+    size; the lake is where its partitions are.
+    """
+    split: Split = inputs["split"]
+    return {"split": split.split_id, "lake": inputs["lake"]}
 
 
 INGEST_CACHE = ContentKey(identity=ingest_identity)
 
 
-@task(name="ingest-file", **IO_RETRIES)
-def ingest_file_task(
-    *, source: LandingFile, spec: DatasetSpec, lake: str, rewrite: bool = False
-) -> IngestOutcome:
-    """Ingest one landing file on a Dask worker."""
-    return ingest_file(source_uri=source.uri, spec=spec, lake=Lake(lake), rewrite=rewrite)
+@task(name="ingest-split", **IO_RETRIES)
+def ingest_split_task(
+    *, split: Split, spec: DatasetSpec, lake: str, rewrite: bool = False
+) -> SplitOutcome:
+    """Ingest one split's landing files into bounded partitions on a Dask worker."""
+    return ingest_split(split=split, spec=spec, lake=Lake(lake), rewrite=rewrite)
 
 
 @task(name="load-version", **IO_RETRIES)
@@ -60,12 +73,17 @@ def load_version_task(*, lake: str, spec: DatasetSpec, version: str | None) -> D
     return load_version(Lake(lake), spec.name, version, schema_hash=spec.schema_hash())
 
 
-@task(name="write-version")
+@task(name="write-version", **IO_RETRIES)
 def write_version_task(
-    *, spec: DatasetSpec, lake: str, source: str, outcomes: list[IngestOutcome]
+    *, spec: DatasetSpec, lake: str, source: str, outcomes: list[SplitOutcome], files_read: int
 ) -> IngestResult:
-    """Write the version manifest for this run's partitions."""
-    return write_version(spec=spec, lake=Lake(lake), source=source, outcomes=outcomes)
+    """Write the version manifest, then the landing index the next run keeps splits from."""
+    store = Lake(lake)
+    result = write_version(
+        spec=spec, lake=store, source=source, outcomes=outcomes, files_read=files_read
+    )
+    write_index(store, spec, source, outcomes)
+    return result
 
 
 @task(name="publish-ingest-summary")

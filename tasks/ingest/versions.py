@@ -6,20 +6,26 @@ from collections.abc import Iterable
 
 from tasks.errors import LakeError
 from tasks.lake import Lake
-from tasks.records import DatasetVersion, IngestOutcome, IngestResult
+from tasks.records import DatasetVersion, IngestResult, SplitOutcome
 from tasks.spec import DatasetSpec, stable_hash
 
 
 def write_version(
-    *, spec: DatasetSpec, lake: Lake, source: str, outcomes: Iterable[IngestOutcome]
+    *,
+    spec: DatasetSpec,
+    lake: Lake,
+    source: str,
+    outcomes: Iterable[SplitOutcome],
+    files_read: int = 0,
 ) -> IngestResult:
     """Write the dataset version manifest (content-addressed, so re-runs reuse it)."""
     outcomes = list(outcomes)
-    partitions = sorted((o.partition for o in outcomes if o.partition), key=lambda p: p.source_uri)
-    quarantined = sorted(
-        (o.quarantined for o in outcomes if o.quarantined), key=lambda q: q.source_uri
+    partitions = sorted(
+        (p for o in outcomes for p in o.partitions),
+        key=lambda p: (p.sources[0] if p.sources else "", p.segments[0].file_start),
     )
-    # Two landing files with identical bytes are one partition, listed once.
+    quarantined = sorted((q for o in outcomes for q in o.quarantined), key=lambda q: q.source_uri)
+    # The same rows (a file alone in two splits, say) are one partition, listed once.
     unique = list({p.partition_id: p for p in partitions}.values())
     version_id = stable_hash(
         {
@@ -47,10 +53,12 @@ def write_version(
         )
         lake.write_json(path, version)
     lake.write_json(lake.dataset(spec.name, "latest.json"), {"version": version_id})
+    new = {pid for o in outcomes for pid in o.written}
     return IngestResult(
         version=version,
-        new_partitions=[o.partition.partition_id for o in outcomes if o.partition and not o.reused],
-        reused_partitions=[o.partition.partition_id for o in outcomes if o.partition and o.reused],
+        new_partitions=[p.partition_id for p in unique if p.partition_id in new],
+        reused_partitions=[p.partition_id for p in unique if p.partition_id not in new],
+        files_read=files_read,
     )
 
 

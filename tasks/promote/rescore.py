@@ -39,7 +39,7 @@ def champion_score(
     # candidate's test rows and encodes them as the champion was trained.
     layout = champion.layout
     booster = registry.load_booster(champion.model_name, champion.version)
-    prepared = load_prepared(client, candidate.partitions, layout)
+    prepared = load_prepared(client, candidate.partitions, layout, excluded=candidate.excluded_rows)
     metrics = score(client, booster, prepared, layout, "test")
     if metric not in metrics:
         raise RegistryError(f"metric '{metric}' is not computed for a {layout.task} model")

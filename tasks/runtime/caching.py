@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from prefect import Task, task, unmapped
 from prefect.cache_policies import NO_CACHE, CachePolicy
@@ -190,14 +190,22 @@ def look_up(
         return list(pool.map(lambda key: _read(store, key, expected), keys))
 
 
-def result_type(task: Task[Any, Any]) -> type | None:
-    """The class the task's return annotation names, if it is one (records are checked
-    against it)."""
-    hint = get_type_hints(task.fn).get("return")
-    return hint if isinstance(hint, type) else None
+def result_type(task: Task[Any, Any]) -> Any:
+    """The task's return annotation (records are checked against it)."""
+    return get_type_hints(task.fn).get("return")
 
 
-def _read(store: ResultStore, key: str, expected: type | None) -> Lookup:
+def conforms(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is what ``hint`` (a class, or a list of a class) describes; any
+    other hint is taken on trust."""
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    if get_origin(hint) is list and len(get_args(hint)) == 1:
+        return isinstance(value, list) and all(conforms(v, get_args(hint)[0]) for v in value)
+    return True
+
+
+def _read(store: ResultStore, key: str, expected: Any) -> Lookup:
     try:
         record = store.read(key)
     except FileNotFoundError:
@@ -209,13 +217,13 @@ def _read(store: ResultStore, key: str, expected: type | None) -> Lookup:
     expiration = record.metadata.expiration
     if expiration is not None and expiration <= datetime.now(UTC):
         return Lookup()
-    if expected is not None and not isinstance(record.result, expected):
+    if not conforms(record.result, expected):
         # Prefect decodes a record whose class it cannot import as a plain dict.
         logger.warning(
             "Cached result %s holds a %s, not a %s; computing it again",
             key,
             type(record.result).__name__,
-            expected.__name__,
+            expected,
         )
         return Lookup(stale=True)
     return Lookup(result=record.result)
@@ -279,6 +287,11 @@ def map_cached(
     task runner, so cached work never reaches (or starts) the stage's cluster. ``progress``
     counts cached items as done at once, then each call as it finishes.
     """
+    if not items:
+        # Nothing to look up or run: no task runs, no API calls.
+        if progress is not None:
+            progress.update(0)
+        return CachedMap(results=[], from_cache=[])
     cached_task = lake_cached(task, policy, lake=lake, options=options)
     calls = [{mapped: item, **shared} for item in items]
     hits = look_up_task(cached_task, lake=lake, options=options, calls=calls)

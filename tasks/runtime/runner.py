@@ -216,8 +216,14 @@ class StageTaskRunner(DaskTaskRunner):
 
     def narrow(self, partitions: int) -> None:
         """Plan for only ``partitions`` of the partitions it was sized for (the rest were
-        found in the cache), if the cluster is not planned yet; bytes shrink in proportion."""
-        if self.plan is not None or self.partitions is None or partitions >= self.partitions:
+        found in the cache), if the cluster is not planned yet; bytes shrink in proportion.
+        A runner sized for an unknown count (a stage flow run alone) takes this one."""
+        if self.plan is not None:
+            return
+        if self.partitions is None:
+            self.partitions = partitions
+            return
+        if partitions >= self.partitions:
             return
         if self.total_bytes is not None and self.partitions > 0:
             self.total_bytes = self.total_bytes * partitions // self.partitions

@@ -7,15 +7,19 @@ labels and predictions of the test rows are gathered to score a model.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from distributed import Client
 
 from tasks.errors import TrainingError
 from tasks.records import FeatureLayout
-from tasks.storage import storage_options
+from tasks.storage import open_file
 from tasks.train.checkpoint import (
     Checkpoints,
     History,
@@ -35,11 +39,44 @@ if TYPE_CHECKING:
     import xgboost
 
 
+Skipped = tuple[tuple[int, int], ...]
+
+
+def read_rows(uri: str, *, columns: list[str] | None, skipped: Skipped = ()) -> pd.DataFrame:
+    """One partition's rows as pandas, without the ``skipped`` row ranges (rows of
+    rejected landing files)."""
+    with open_file(uri, "rb") as fh:
+        table = pq.read_table(fh, columns=columns)
+    if skipped:
+        wanted = np.ones(table.num_rows, dtype=bool)
+        for start, stop in skipped:
+            wanted[start:stop] = False
+        table = table.filter(pa.array(wanted))
+    return table.to_pandas()
+
+
+def read_prepared(
+    part: tuple[str, Skipped],
+    *,
+    read_columns: list[str] | None,
+    layout: FeatureLayout,
+    keep: tuple[int, ...] | None,
+) -> pd.DataFrame:
+    """One partition read and prepared for training, on the worker that holds it."""
+    uri, skipped = part
+    return prepare_frame(read_rows(uri, columns=read_columns, skipped=skipped), layout, keep)
+
+
 def load_prepared(
-    client: Client, uris: list[str], layout: FeatureLayout, keep: tuple[int, ...] | None = None
+    client: Client,
+    uris: list[str],
+    layout: FeatureLayout,
+    keep: tuple[int, ...] | None = None,
+    excluded: Mapping[str, Sequence[Sequence[int]]] | None = None,
 ) -> dd.DataFrame:
-    """Read the partitions once on the cluster, prepare them (the rows of the ``keep`` split
-    codes only, if given), and keep them in worker memory."""
+    """Read the partitions once on the cluster (without the ``excluded`` rows of rejected
+    files), prepare them (the rows of the ``keep`` split codes only, if given), and keep
+    them in worker memory: one Dask partition per lake partition."""
     # Imported on first use, like XGBoost: a run that trains nothing never loads them.
     import dask.dataframe as dd
 
@@ -47,9 +84,21 @@ def load_prepared(
     columns = (
         [*dict.fromkeys([*layout.features, layout.target, layout.key])] if layout.key else None
     )
-    raw = dd.read_parquet(uris, columns=columns, storage_options=storage_options(uris[0]))
-    meta = prepare_frame(raw._meta, layout)
-    prepared = raw.map_partitions(prepare_frame, layout, keep, meta=meta)
+    skipped = excluded or {}
+    parts = [(u, tuple((int(a), int(b)) for a, b in skipped.get(u, ()))) for u in uris]
+    with open_file(uris[0], "rb") as fh:
+        empty = pq.read_schema(fh).empty_table()
+    raw_meta = empty.select(columns).to_pandas() if columns else empty.to_pandas()
+    prepared = dd.from_map(
+        read_prepared,
+        parts,
+        # Not ``columns``: from_map would take it as its own column projection.
+        read_columns=columns,
+        layout=layout,
+        keep=keep,
+        meta=prepare_frame(raw_meta, layout),
+        enforce_metadata=False,
+    )
     return client.persist(prepared)
 
 
@@ -122,6 +171,7 @@ def train_distributed(
     report_progress: bool = False,
     base: xgboost.Booster | None = None,
     train_uris: list[str] | None = None,
+    excluded: Mapping[str, Sequence[Sequence[int]]] | None = None,
 ) -> TrainedModel:
     """Train with xgboost.dask on the client's cluster and evaluate on the test split.
 
@@ -130,7 +180,8 @@ def train_distributed(
     With ``report_progress``, rank 0 reports rounds on ``PROGRESS_TOPIC``.
     A warm start adds ``num_boost_round`` rounds to ``base``, fitted on the train rows of
     ``train_uris`` only; early stopping and the test metrics still use the validation and
-    test rows of all ``uris``.
+    test rows of all ``uris``. ``excluded`` rows (of rejected landing files, by partition
+    URI) are never read into training.
     """
     from xgboost import dask as dxgb
 
@@ -139,11 +190,11 @@ def train_distributed(
     warm = train_uris is not None and sorted(train_uris) != sorted(uris)
     # A warm start fits on the new partitions' train rows and judges on everyone's
     # validation and test rows: each read keeps only the rows it is used for.
-    prepared = load_prepared(client, uris, layout, keep=(1, 2) if warm else None)
+    prepared = load_prepared(client, uris, layout, keep=(1, 2) if warm else None, excluded=excluded)
     rows = split_sizes(client, prepared)
     fitted = prepared
     if warm and train_uris is not None:
-        fitted = load_prepared(client, train_uris, layout, keep=(0,))
+        fitted = load_prepared(client, train_uris, layout, keep=(0,), excluded=excluded)
         rows["train"] = split_sizes(client, fitted)["train"]
     timings["load_seconds"] = time.perf_counter() - started
     empty = [name for name, n in rows.items() if n == 0]

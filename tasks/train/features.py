@@ -8,6 +8,7 @@ cluster.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -32,22 +33,46 @@ def _natural_order(values: set[str]) -> list[str]:
         return sorted(values)
 
 
+def accepted_distinct(
+    version: DatasetVersion, accepted: list[str], rejected_files: Collection[str] = ()
+) -> dict[str, set[str]]:
+    """Distinct values per column in the accepted rows: those of the accepted partitions,
+    less the rows of rejected files."""
+    wanted = set(accepted)
+    seen: dict[str, set[str]] = {}
+    for partition in version.partitions:
+        if partition.partition_id not in wanted:
+            continue
+        # 0.1 kept distinct values per partition only (one file each).
+        if not any(s.distinct for s in partition.segments):
+            sources = [partition.distinct]
+        else:
+            sources = [s.distinct for s in partition.segments if s.source_uri not in rejected_files]
+        for distinct in sources:
+            for column, values in distinct.items():
+                seen.setdefault(column, set()).update(values)
+    return seen
+
+
 def feature_layout(
-    spec: DatasetSpec, version: DatasetVersion, accepted: list[str]
+    spec: DatasetSpec,
+    version: DatasetVersion,
+    accepted: list[str],
+    rejected_files: Collection[str] = (),
 ) -> FeatureLayout:
-    """Features, categories and classes for training on the accepted partitions of ``version``."""
-    parts = [p for p in version.partitions if p.partition_id in set(accepted)]
+    """Features, categories and classes for training on the accepted rows of ``version``:
+    the ``accepted`` partitions without the rows of ``rejected_files``."""
+    distinct = accepted_distinct(version, accepted, rejected_files)
     categories: dict[str, list[str]] = {}
     for name in spec.feature_columns:
         column = spec.columns[name]
         if column.type != "category":
             continue
-        seen = set().union(*(p.distinct.get(name, []) for p in parts)) if parts else set()
+        seen = distinct.get(name, set())
         categories[name] = list(column.categories) if column.categories else sorted(seen)
     classes: list[str] | None = None
     if spec.task != "regression":
-        seen = set().union(*(p.distinct.get(spec.target, []) for p in parts)) if parts else set()
-        classes = _natural_order(seen)
+        classes = _natural_order(distinct.get(spec.target, set()))
         if len(classes) < 2:
             raise TrainingError(
                 f"target '{spec.target}' has {len(classes)} class(es) "

@@ -10,7 +10,7 @@ import math
 from importlib import metadata as importlib_metadata
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from blocks.registry import ModelRegistry
 from tasks.errors import ValidationFailed
@@ -30,6 +30,8 @@ class TrainingPlan(BaseModel):
     layout: FeatureLayout
     partition_uris: list[str]
     params: dict[str, Any]
+    # Rows of rejected landing files to skip, by partition URI ([start, stop)).
+    excluded: dict[str, list[tuple[int, int]]] = Field(default_factory=dict)
     # Set when the model continues the champion on the new partitions only.
     warm_start: WarmStart | None = None
 
@@ -40,6 +42,7 @@ def warm_start_plan(
     layout: FeatureLayout,
     rows_by_uri: dict[str, int],
     champion: ModelMetadata | None,
+    excluded: dict[str, list[tuple[int, int]]] | None = None,
 ) -> WarmStart | None:
     """How to continue ``champion`` on the partitions added since, or None to train from
     scratch: warm start is off, there is no comparable champion, partitions were removed
@@ -54,6 +57,9 @@ def warm_start_plan(
     new = sorted(set(rows_by_uri) - base)
     if not new or not base <= set(rows_by_uri):
         return None
+    skipped = excluded or {}
+    if any(list(champion.excluded_rows.get(u, [])) != list(skipped.get(u, [])) for u in base):
+        return None  # the champion learned from rows now rejected, or lacks rows now accepted
     new_rows = sum(rows_by_uri[u] for u in new)
     chain = champion.warm_start
     full_rows = chain.full_rows if chain else sum(champion.rows.values())
@@ -92,9 +98,16 @@ def plan_training(
             f"dataset '{spec.name}' version {version.version} did not pass validation; "
             "refusing to train"
         )
-    layout = feature_layout(spec, version, report.accepted)
+    layout = feature_layout(spec, version, report.accepted, report.rejected_files)
     accepted = set(report.accepted)
-    rows_by_uri = {p.uri: p.rows for p in version.partitions if p.partition_id in accepted}
+    parts = [p for p in version.partitions if p.partition_id in accepted]
+    skipped = {
+        pid: [(int(a), int(b)) for a, b in ranges] for pid, ranges in report.excluded_rows.items()
+    }
+    excluded = {p.uri: skipped[p.partition_id] for p in parts if p.partition_id in skipped}
+    rows_by_uri = {
+        p.uri: p.rows - sum(stop - start for start, stop in excluded.get(p.uri, [])) for p in parts
+    }
     uris = sorted(rows_by_uri)
     num_class = len(layout.classes) if layout.classes and spec.task == "multiclass" else None
     params = spec.xgboost_params(num_class=num_class)
@@ -102,15 +115,22 @@ def plan_training(
         champion is not None
         and champion.warm_start is not None
         and set(champion.partitions) == set(uris)
+        and champion.excluded_rows == excluded
         and champion.training_hash == spec.training_hash()
         and champion.layout == layout
     ):
         # Warm-started on exactly these partitions: it is the model for them (training
         # from scratch here would undo the warm start on every run with nothing new).
         return TrainingPlan(
-            model_version=champion.version, layout=layout, partition_uris=uris, params=params
+            model_version=champion.version,
+            layout=layout,
+            partition_uris=uris,
+            params=params,
+            excluded=excluded,
         )
-    warm = warm_start_plan(spec, layout=layout, rows_by_uri=rows_by_uri, champion=champion)
+    warm = warm_start_plan(
+        spec, layout=layout, rows_by_uri=rows_by_uri, champion=champion, excluded=excluded
+    )
     model_version = stable_hash(
         {
             "partitions": sorted(accepted),
@@ -120,6 +140,8 @@ def plan_training(
             "xgboost": importlib_metadata.version("xgboost"),
             # A warm-started model is another model than one trained from scratch.
             **({"warm_start": warm.model_dump(mode="json")} if warm else {}),
+            # Rows of rejected files skipped (absent when none: 0.1 versions stay valid).
+            **({"excluded": skipped} if skipped else {}),
         }
     )
     return TrainingPlan(
@@ -127,6 +149,7 @@ def plan_training(
         layout=layout,
         partition_uris=uris,
         params=params,
+        excluded=excluded,
         warm_start=warm,
     )
 

@@ -69,6 +69,7 @@ def train_and_register(
         report_progress=True,
         base=registry.load_booster(spec.name, warm.base_version) if warm else None,
         train_uris=warm.new_partitions if warm else None,
+        excluded=plan.excluded,
     )
     metadata = ModelMetadata(
         model_name=spec.name,
@@ -87,6 +88,7 @@ def train_and_register(
         dataset=spec.name,
         dataset_version=version.version,
         partitions=plan.partition_uris,
+        excluded_rows=plan.excluded,
         spec_hash=spec.spec_hash(),
         training_hash=spec.training_hash(),
         package_version=package_version(),

@@ -79,12 +79,14 @@ def build_site(
     run_id = RunIdentifier(
         run_name=f"{report.dataset}-{report.dataset_version}", run_time=version_time
     )
-    for partition in report.partitions:
+    # Each partition's result, and each file's of a packed partition that failed.
+    for partition in [*report.partitions, *report.segments]:
         if partition.gx_result is None:
             continue
         result: Any = schema.load(partition.gx_result)
         # Named after the landing file: that is what an operator looks for in the index.
-        batch = partition.source_uri.rsplit("/", 1)[-1] + "-" + partition.partition_id[:12]
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", partition.source_uri.rsplit("/", 1)[-1])
+        batch = f"{name.strip('-')}-{partition.partition_id[:12]}"
         key = ValidationResultIdentifier(
             expectation_suite_identifier=ExpectationSuiteIdentifier(name=result.suite_name),
             run_id=run_id,

@@ -119,5 +119,22 @@ def validate_partition(*, partition: PartitionRef, spec: DatasetSpec) -> Partiti
         spec.all_expectations(),
         suite_key=spec.expectations_hash(),
         partition_id=partition.partition_id,
-        source_uri=partition.source_uri,
+        source_uri=partition.label,
     )
+
+
+def validate_files(*, partition: PartitionRef, spec: DatasetSpec) -> list[PartitionValidation]:
+    """Validate each landing file's rows of a partition on their own (a packed partition
+    that failed: which of its files are at fault?)."""
+    frame = read_partition_frame(partition.uri)
+    expectations = spec.all_expectations()
+    return [
+        validate_frame(
+            frame.iloc[segment.start : segment.stop].reset_index(drop=True),
+            expectations,
+            suite_key=spec.expectations_hash(),
+            partition_id=partition.partition_id,
+            source_uri=segment.source_uri,
+        ).model_copy(update={"start": segment.start})
+        for segment in partition.segments
+    ]

@@ -14,7 +14,7 @@ from tasks.runtime.caching import ContentKey
 from tasks.spec import DatasetSpec
 from tasks.validate.data_docs import write_data_docs
 from tasks.validate.expectations import check_expectations_once
-from tasks.validate.partition import RESULT_FORMAT, validate_partition
+from tasks.validate.partition import RESULT_FORMAT, validate_files, validate_partition
 from tasks.validate.publish import publish_validation_report
 from tasks.validate.report import load_report, write_report
 
@@ -49,12 +49,39 @@ def validate_partition_task(*, partition: PartitionRef, spec: DatasetSpec) -> Pa
     return validate_partition(partition=partition, spec=spec)
 
 
+def files_identity(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """What a ``validate-files`` result depends on: the partition's content (its id), its
+    files' rows in it (the segments), and the suite."""
+    partition: PartitionRef = inputs["partition"]
+    spec: DatasetSpec = inputs["spec"]
+    return {
+        "partition": partition.partition_id,
+        "segments": [[s.sha256, s.start, s.rows] for s in partition.segments],
+        "suite": spec.expectations_hash(),
+        "format": RESULT_FORMAT,
+    }
+
+
+VALIDATE_FILES_CACHE = ContentKey(identity=files_identity)
+
+
+@task(name="validate-files", **IO_RETRIES)
+def validate_files_task(*, partition: PartitionRef, spec: DatasetSpec) -> list[PartitionValidation]:
+    """Validate each file's rows of a packed partition that failed, on a Dask worker."""
+    return validate_files(partition=partition, spec=spec)
+
+
 @task(name="write-report")
 def write_report_task(
-    *, spec: DatasetSpec, lake: str, version: DatasetVersion, results: list[PartitionValidation]
+    *,
+    spec: DatasetSpec,
+    lake: str,
+    version: DatasetVersion,
+    results: list[PartitionValidation],
+    files: list[PartitionValidation],
 ) -> ValidationReport:
-    """Quarantine failing partitions and persist the report."""
-    return write_report(spec=spec, lake=Lake(lake), version=version, results=results)
+    """Quarantine the files at fault and persist the report."""
+    return write_report(spec=spec, lake=Lake(lake), version=version, results=results, files=files)
 
 
 @task(name="load-report", **IO_RETRIES)

@@ -24,7 +24,7 @@ from tasks.spec import load_spec
 from tasks.validate.tasks import VALIDATE_CACHE, validate_partition_task
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]
-STAGE_TASKS = ("ingest-file", "validate-partition")
+STAGE_TASKS = ("ingest-split", "validate-partition")
 
 
 @pytest.fixture
@@ -80,19 +80,22 @@ def forget_result_storage_block(lake: str) -> None:
 
 
 def test_reruns_reuse_cached_results_from_the_lake_refresh_and_expiry_recompute(
-    demo_spec: str,
+    spec_variant: Callable[..., str],
     demo_source: Path,
     tmp_path: Path,
     lake: str,
     run_stages: Callable[..., Counter[str]],
 ) -> None:
+    # Partitions of 64 KiB: each landing file is a split of its own, cut into two.
+    spec = spec_variant(ingest={"partition_size": "64KiB"})
     source = tmp_path / "landing"
     shutil.copytree(demo_source, source)
     default_storage = Path(PREFECT_HOME.value()) / "storage"
     stored_before = set(default_storage.rglob("*")) if default_storage.exists() else set()
 
-    first = run_stages(demo_spec, source, lake, CacheOptions())
-    assert first == {"ingest-file": 4, "validate-partition": 4}
+    first = run_stages(spec, source, lake, CacheOptions())
+    partitions = first["validate-partition"]
+    assert first["ingest-split"] == 4 and partitions >= 8
     written = records(lake)
     assert Counter(k.split("/")[0] for k in written) == first
     # The suite's check is cached too: later runs need not import GX to repeat it.
@@ -102,12 +105,17 @@ def test_reruns_reuse_cached_results_from_the_lake_refresh_and_expiry_recompute(
 
     # Another machine (no saved block on its API) with the same lake: nothing runs again.
     forget_result_storage_block(lake)
-    assert run_stages(demo_spec, source, lake, CacheOptions()) == {}
+    assert run_stages(spec, source, lake, CacheOptions()) == {}
     assert records(lake) == written
 
+    # Without the landing index, the splits are planned as before and found in the cache.
+    for index in (Path(lake) / "datasets" / "customers" / "landing").iterdir():
+        index.unlink()
+    assert run_stages(spec, source, lake, CacheOptions()) == {}
+
     # Prefect itself hits the cache when the task runs: the key is the same on the worker.
-    dataset = load_spec(demo_spec)
-    partition = ingest_flow(spec=demo_spec, source=str(source), lake=lake).version.partitions[0]
+    dataset = load_spec(spec)
+    partition = ingest_flow(spec=spec, source=str(source), lake=lake).version.partitions[0]
 
     @flow
     def validate_one() -> Any:
@@ -118,29 +126,24 @@ def test_reruns_reuse_cached_results_from_the_lake_refresh_and_expiry_recompute(
 
     assert validate_one().name == "Cached"
 
-    # One landing file changes: that file and its partition are processed, nothing else.
+    # One landing file changes: that file and its partitions are processed, nothing else.
     changed = source / "customers-0000.csv"
     frame = pd.read_csv(changed)
     frame.loc[0, "age"] = 1 + int(frame.loc[0, "age"])
     frame.to_csv(changed, index=False)
-    assert run_stages(demo_spec, source, lake, CacheOptions()) == {
-        "ingest-file": 1,
-        "validate-partition": 1,
-    }
+    again = run_stages(spec, source, lake, CacheOptions())
+    assert again["ingest-split"] == 1 and 1 <= again["validate-partition"] <= partitions // 2
 
     # A refresh recomputes everything and replaces the records, here with a short expiry...
     before = records(lake)
     short = CacheOptions(refresh=True, expiration_days=2 / 86_400)
-    assert run_stages(demo_spec, source, lake, short) == {"ingest-file": 4, "validate-partition": 4}
+    assert run_stages(spec, source, lake, short) == first
     after = records(lake)
     replaced = [k for k in before if k in after and after[k] > before[k]]
-    assert len(replaced) == 8
-    # ...after which the expired results are computed again.
+    assert len(replaced) == sum(first.values())
+    # ...after which the expired results are computed again, the landing index's too.
     time.sleep(max(0.0, 2.5 - (time.time() - max(after.values()))))
-    assert run_stages(demo_spec, source, lake, CacheOptions()) == {
-        "ingest-file": 4,
-        "validate-partition": 4,
-    }
+    assert run_stages(spec, source, lake, CacheOptions()) == first
     assert not [p for p in Path(lake).rglob(".tmp-*")]
     # Besides the cache and the suite's check, only what runs show (Data Docs; reports are
     # off in the suite).

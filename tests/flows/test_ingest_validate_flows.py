@@ -18,21 +18,27 @@ def test_ingest_quarantines_bad_files_and_reingests_nothing_on_rerun(
 ) -> None:
     first = ingest_flow(spec=demo_spec, source=str(defect_source), lake=lake)
     version = first.version
-    assert len(version.partitions) == 5 and len(first.new_partitions) == 5
+    # Eight small files: one partition of the five good ones, three set aside.
+    assert len(version.files) == 8 and first.files_read == 8
+    (partition,) = version.partitions
+    assert len(partition.segments) == 5 and first.new_partitions == [partition.partition_id]
     assert sorted(Path(q.source_uri).name for q in version.quarantined) == [
         "customers-0001.csv.gz",
         "customers-0003.csv",
         "customers-0004.csv.gz",
     ]
     manifest = json.loads(Path(version.manifest_uri.removeprefix("file://")).read_text())
-    assert manifest["version"] == version.version and len(manifest["partitions"]) == 5
+    assert manifest["version"] == version.version and len(manifest["partitions"]) == 1
     table, artifact = read_artifact("ingest-customers")
     assert {row["status"] for row in table} == {"new", "quarantined"}
-    assert "5 partitions (5 new), 3 quarantined" in artifact.description
+    assert "8 landing files in 1 partitions (1 new; 8 files read now)" in artifact.description
+    assert "3 files quarantined" in artifact.description
 
+    # Nothing changed: no file is read again.
     again = ingest_flow(spec=demo_spec, source=str(defect_source), lake=lake)
-    assert again.version.version == version.version
-    assert again.new_partitions == [] and len(again.reused_partitions) == 5
+    assert again.version.version == version.version and again.files_read == 0
+    assert again.new_partitions == [] and again.reused_partitions == [partition.partition_id]
+    assert again.version.quarantined == version.quarantined
     table, _ = read_artifact("ingest-customers")
     assert sorted({row["status"] for row in table}) == ["quarantined", "unchanged"]
 
@@ -55,24 +61,30 @@ def test_validate_accepts_good_partitions_and_quarantines_bad_ones(
     version = ingest_flow(spec=demo_spec, source=str(defect_source), lake=lake).version
     report = validate_flow(spec=demo_spec, lake=lake, dataset_version=version.version)
     assert report.passed and report.total_files == 8
-    assert len(report.accepted) == 4 and report.accepted_fraction == 0.5
-    [rejected] = [p for p in report.partitions if not p.success]
+    assert report.accepted_files == 4 and report.accepted_fraction == 0.5
+    # The packed partition failed; validated per file, one file is at fault.
+    (partition,) = version.partitions
+    assert report.accepted == [partition.partition_id] and not report.partitions[0].success
+    [rejected] = [r for r in report.segments if not r.success]
     assert rejected.source_uri.endswith("customers-0002.parquet")
+    assert list(report.rejected_files) == [rejected.source_uri]
+    bad = next(s for s in partition.segments if s.source_uri == rejected.source_uri)
+    assert report.excluded_rows == {partition.partition_id: [(bad.start, bad.stop)]}
     failed = {o.column for o in rejected.expectations if not o.success}
     assert failed == {"age", "monthly_charges"}
-    record = json.loads(
-        (
-            Path(lake) / "datasets" / "customers" / "quarantine" / f"{rejected.partition_id}.json"
-        ).read_text()
-    )
-    assert record["stage"] == "validate" and record["report"]["failed"] == 2
+    records = [
+        json.loads(p.read_text())
+        for p in (Path(lake) / "datasets" / "customers" / "quarantine").glob("*.json")
+    ]
+    [record] = [r for r in records if r["stage"] == "validate"]
+    assert record["report"]["failed"] == 2 and record["source_uri"] == rejected.source_uri
     assert "customers-0002.parquet: failed 2 of" in record["reason"]
 
     table, artifact = read_artifact("validation-customers")
-    assert len(table) == 5
+    assert [r["of"] for r in table] == ["partition"] + ["file"] * 5
     row = next(r for r in table if r["source"] == "customers-0002.parquet")
     assert row["success"] is False and row["failed"] == 2 and "(age)" in row["failed expectations"]
-    assert "4/8 files accepted (50%, threshold 50%); passed" in artifact.description
+    assert "4/8 landing files accepted (50%, threshold 50%); passed" in artifact.description
 
 
 def test_validate_fails_below_threshold_naming_every_rejected_file(

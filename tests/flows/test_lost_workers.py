@@ -84,35 +84,48 @@ def assert_only_temporaries_left_over(lake: str) -> None:
     assert not [p for p in Path(lake).rglob(".tmp-*")]
 
 
+# Partitions of 64 KiB: each landing file is a split (one ingest task) of its own.
+SMALL = {"ingest": {"partition_size": "64KiB"}}
+
+
 def test_ingest_survives_a_killed_worker(
-    demo_spec: str, many_files: Path, shared_lake: str
+    spec_variant: Callable[..., str], many_files: Path, shared_lake: str
 ) -> None:
     lake = shared_lake
     partitions = "datasets/customers/partitions"
     with kill_a_worker_when(lambda: bool(lake_files(lake, partitions, ".parquet"))) as killed:
-        result = ingest_flow(spec=demo_spec, source=str(many_files), lake=lake)
+        result = ingest_flow(spec=spec_variant(**SMALL), source=str(many_files), lake=lake)
     assert killed, "the stage ended before a worker could be killed"
-    assert len(result.version.partitions) == 12 and result.version.rows == 12_000
-    # Every file exactly once: one partition each, no quarantine.
-    assert len(lake_files(lake, partitions, ".parquet")) == 12
+    version = result.version
+    assert len(version.files) == 12 and version.rows == 12_000
+    # Every file's rows exactly once, none quarantined, no partition written twice.
+    rows: dict[str, int] = {}
+    for partition in version.partitions:
+        for segment in partition.segments:
+            rows[segment.source_uri] = rows.get(segment.source_uri, 0) + segment.rows
+    assert sorted(rows.values()) == [1000] * 12
+    assert len(lake_files(lake, partitions, ".parquet")) == len(version.partitions)
     assert_only_temporaries_left_over(lake)
-    assert result.version.quarantined == []
+    assert version.quarantined == []
 
 
 def test_validate_survives_a_killed_worker(
-    demo_spec: str, many_files: Path, shared_lake: str
+    spec_variant: Callable[..., str], many_files: Path, shared_lake: str
 ) -> None:
     lake = shared_lake
-    ingest_flow(spec=demo_spec, source=str(many_files), lake=lake)
+    spec = spec_variant(**SMALL)
+    version = ingest_flow(spec=spec, source=str(many_files), lake=lake).version
     # A validate-partition result record in the lake: the stage is under way.
     results = "runs/results/validate-partition"
     with kill_a_worker_when(lambda: bool(lake_files(lake, results, ""))) as killed:
-        report = validate_flow(spec=demo_spec, lake=lake)
+        report = validate_flow(spec=spec, lake=lake)
     assert killed, "the stage ended before a worker could be killed"
-    assert report.passed and len(report.accepted) == 12 and report.rejected == []
+    assert report.passed and report.accepted_files == 12 and report.rejected == []
+    assert len(report.accepted) == len(version.partitions) > 12
     # One whole record per partition: none torn, none missing.
     records = lake_files(lake, results, "")
-    assert len(records) == 12 and all(json.loads(p.read_bytes()) for p in records)
+    assert len(records) == len(version.partitions)
+    assert all(json.loads(p.read_bytes()) for p in records)
     assert_only_temporaries_left_over(lake)
 
 
@@ -122,12 +135,13 @@ def test_training_survives_a_killed_worker_and_resumes_from_its_checkpoint(
     lake = shared_lake
     # Many small rounds, checkpointed often: the kill lands mid-training.
     spec = spec_variant(
+        **SMALL,
         training={
             "params": {"eta": 0.05, "max_depth": 4},
             "num_boost_round": 200,
             "early_stopping_rounds": None,
             "checkpoint_every": 5,
-        }
+        },
     )
     ingest_flow(spec=spec, source=str(many_files), lake=lake)
     report = validate_flow(spec=spec, lake=lake)

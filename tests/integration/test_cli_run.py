@@ -28,7 +28,7 @@ def test_run_prints_a_summary_and_exits_0(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "decision  promoted to champion: no champion yet" in done.stdout
-    assert "6,000 rows in 4/4 accepted partitions" in done.stdout
+    assert "6,000 rows from 4/4 accepted landing files (4 read now, 0 quarantined)" in done.stdout
 
 
 def test_failed_run_exits_nonzero_with_a_clear_message(

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -122,10 +122,12 @@ def executed_per_worker(address: str) -> dict[str, int]:
 
 
 def test_whole_pipeline_on_an_existing_scheduler_with_worker_processes(
-    dask_processes: str, demo_spec: str, demo_source: Path, lake: str
+    dask_processes: str, spec_variant: Callable[..., str], demo_source: Path, lake: str
 ) -> None:
-    result = ml_pipeline(spec=demo_spec, source=str(demo_source), lake=lake, cluster=dask_processes)
-    assert result.promoted and result.partitions_accepted == 4
+    # A partition per file: work for both workers.
+    spec = spec_variant(ingest={"partition_rows": 1500})
+    result = ml_pipeline(spec=spec, source=str(demo_source), lake=lake, cluster=dask_processes)
+    assert result.promoted and result.files_accepted == 4 and result.partitions_accepted == 4
     assert result.metrics["roc_auc"] > 0.8
     # Both worker processes did part of the work: the stages really ran over TCP on them.
     executed = executed_per_worker(dask_processes)
@@ -137,12 +139,14 @@ def test_whole_pipeline_on_an_existing_scheduler_with_worker_processes(
 
 
 def test_a_stage_flow_called_alone_runs_where_its_cluster_parameter_says(
-    dask_processes: str, demo_spec: str, demo_source: Path, lake: str
+    dask_processes: str, spec_variant: Callable[..., str], demo_source: Path, lake: str
 ) -> None:
     before = sum(executed_per_worker(dask_processes).values())
-    result = ingest_flow(spec=demo_spec, source=str(demo_source), lake=lake, cluster=dask_processes)
-    assert len(result.new_partitions) == 4
-    # One ingest task per landing file ran on the existing cluster's workers.
+    # Partitions of 64 KiB: each file is a split (an ingest task) of its own.
+    spec = spec_variant(ingest={"partition_size": "64KiB"})
+    result = ingest_flow(spec=spec, source=str(demo_source), lake=lake, cluster=dask_processes)
+    assert result.files_read == 4 and len(result.new_partitions) >= 4
+    # One ingest task per split ran on the existing cluster's workers.
     assert sum(executed_per_worker(dask_processes).values()) - before >= 4
 
 
@@ -204,7 +208,8 @@ def test_a_saved_cluster_block_is_used_by_name(
     DaskClusterConfig(max_workers=1, adaptive=False).save("one-worker", overwrite=True)
     caplog.set_level("INFO")
     result = ingest_flow(spec=demo_spec, source=str(demo_source), lake=lake, cluster="one-worker")
-    assert len(result.version.partitions) == 4
-    # The stage's own cluster parameter named the block; the block allows one worker.
+    assert len(result.version.files) == 4
+    # The stage's own cluster parameter named the block; the block allows one worker, here
+    # for the one split of the four small files.
     planned = [r.getMessage() for r in caplog.records if " worker(s) for " in r.getMessage()]
-    assert planned == ["Stage ingest: local cluster, 1 worker(s) for ? partition(s)"]
+    assert planned == ["Stage ingest: local cluster, 1 worker(s) for 1 partition(s)"]

@@ -76,7 +76,8 @@ def test_a_killed_run_resumes_where_it_stopped(
     assert again.returncode == 0, again.stderr[-3000:]
     result = json.loads(again.stdout)
     # Every partition and validation result of the killed run was reused.
-    assert result["new_partitions"] == 0 and result["partitions_accepted"] == 4
+    assert result["new_partitions"] == 0 and result["files_read"] == 0
+    assert result["files_accepted"] == 4
     assert result["promoted"]
     (metadata,) = registry.versions("customers")
     assert metadata.resumed_from_round is not None and metadata.resumed_from_round >= killed_at

@@ -62,7 +62,7 @@ def test_pipeline_runs_every_stage_on_kubernetes_and_leaves_no_cluster(
             lake=f"{root}/lake",
             cluster="kubernetes-test",
         )
-    assert result.promoted and result.partitions_accepted == 4
+    assert result.promoted and result.files_accepted == 4
     # Every stage's DaskCluster was deleted when its stage ended.
     left = list(kr8s.get("daskclusters", namespace=namespace, label_selector="mlops.io/stage"))
     assert [c.name for c in left] == []

@@ -123,11 +123,9 @@ def test_defective_files_are_quarantined_while_the_rest_trains_and_the_run_shows
     result: PipelineResult = state.result()
 
     # Bad files set aside with their reasons; the good ones trained a champion.
-    assert (result.partitions_total, result.partitions_accepted, result.partitions_quarantined) == (
-        8,
-        4,
-        4,
-    )
+    assert (result.files_total, result.files_accepted, result.files_quarantined) == (8, 4, 4)
+    # Eight small files are one partition: the good rows of it were trained on.
+    assert (result.partitions_total, result.partitions_accepted) == (1, 1)
     assert result.promoted and result.metrics["roc_auc"] > 0.75
     reasons = "\n".join(result.quarantined)
     assert "customers-0001.csv.gz: column 'age': cannot cast text to int" in reasons
@@ -144,18 +142,20 @@ def test_defective_files_are_quarantined_while_the_rest_trains_and_the_run_shows
     assert len(ingest) == 8
     assert ingest["customers-0003.csv"]["status"] == "quarantined"
     assert "missing column(s) 'monthly_charges'" in ingest["customers-0003.csv"]["reason"]
+    assert len({r["partitions"] for r in ingest.values() if r["status"] == "new"}) == 1
 
-    # Validation per partition, and per expectation.
-    partitions = {row["source"]: row for row in table(artifacts["validation-customers"])}
-    assert len(partitions) == 5
+    # Validation of the partition, then of each of its files (it failed), and per expectation.
+    rows = table(artifacts["validation-customers"])
+    assert [r["of"] for r in rows] == ["partition"] + ["file"] * 5
+    files = {row["source"]: row for row in rows if row["of"] == "file"}
     new_rows = sum(r["rows"] for r in ingest.values() if r["status"] == "new")
-    assert new_rows == sum(r["rows"] for r in partitions.values())
-    assert partitions["customers-0002.parquet"]["success"] is False
-    assert partitions["customers-0000.csv"]["success"] is True
+    assert new_rows == rows[0]["rows"] == sum(r["rows"] for r in files.values())
+    assert files["customers-0002.parquet"]["success"] is False
+    assert files["customers-0000.csv"]["success"] is True
     expectations = table(artifacts["validation-expectations-customers"])
     failing = [row for row in expectations if row["failed"]]
-    assert failing and all("customers-0002.parquet" in row["failed in"] for row in failing)
-    assert all(row["partitions"] == 5 for row in expectations)
+    assert failing and all(row["failed in"] == "customers-0002.parquet" for row in failing)
+    assert all(row["partitions"] == 1 for row in expectations)
 
     # Great Expectations Data Docs: the index links a page per partition, all in the lake.
     index_path = linked_file(artifacts["data-docs-customers"])
@@ -167,7 +167,8 @@ def test_defective_files_are_quarantined_while_the_rest_trains_and_the_run_shows
     }
     assert len(suite_pages) == 1 and all(p.is_file() for p in suite_pages)
     pages = [index_path.parent / p for p in set(re.findall(r"validations/[^'\"\s]+\.html", source))]
-    assert len(pages) == 5 and all(p.is_file() for p in pages)
+    # One for the partition, one for each of its files (validated alone once it failed).
+    assert len(pages) == 6 and all(p.is_file() for p in pages)
     failed_page = next(p for p in pages if "customers-0002.parquet" in p.name)
     # GX's own rendering of the failure: the rule, the count, a sampled value.
     failed_words = Page(failed_page).words
@@ -198,7 +199,7 @@ def test_defective_files_are_quarantined_while_the_rest_trains_and_the_run_shows
         assert "Dask Performance Report" in page.words and page.tags > 10
 
     # Progress: 100% at the end, and the same updates seen in-process, in order.
-    for stage, total in (("ingest", 8), ("validate", 5), ("train", 300)):
+    for stage, total in (("ingest", 1), ("validate", 1), ("train", 300)):
         assert artifacts[f"{stage}-progress-customers"].data == 100.0
         seen = [u for u in updates if u.stage == stage]
         assert seen[-1].done == seen[-1].total == total
@@ -216,12 +217,12 @@ def test_defective_files_are_quarantined_while_the_rest_trains_and_the_run_shows
     }
     key = ("mlops_rows", (("dataset", "customers"), ("kind", "accepted")))
     assert samples[key] == result.rows
-    key = ("mlops_partitions", (("dataset", "customers"), ("state", "quarantined")))
+    key = ("mlops_landing_files", (("dataset", "customers"), ("state", "quarantined")))
     assert samples[key] == 4
 
     # Structured logs: the ids ride on the records.
     quarantined = [r for r in records.records if getattr(r, "stage", None) == "validate"]
-    assert any(getattr(r, "partition", None) for r in quarantined)
+    assert any(getattr(r, "source_uri", "").endswith("0002.parquet") for r in quarantined)
     assert all(getattr(r, "dataset", None) == "customers" for r in quarantined)
     trained = [r for r in records.records if getattr(r, "stage", None) == "train"]
     assert trained and all(r.model_version == result.model_version for r in trained)

@@ -28,13 +28,15 @@ def test_pipeline_twice_then_with_one_new_file(
 
     first = ml_pipeline(spec=demo_spec, source=str(landing), lake=lake)
     assert first.promoted and first.reason == "no champion yet"
-    assert (first.partitions_total, first.partitions_accepted, first.new_partitions) == (4, 4, 4)
+    assert (first.files_total, first.files_accepted, first.files_read) == (4, 4, 4)
+    # Four small files are one partition: the cost follows the bytes, not the files.
+    assert (first.partitions_total, first.partitions_accepted, first.new_partitions) == (1, 1, 1)
     assert first.rows == 6000 and first.metrics["roc_auc"] > 0.8
     assert first.champion == first.model_version
     files_after_first = lake_files(lake)
 
     second = ml_pipeline(spec=demo_spec, source=str(landing), lake=lake)
-    assert second.new_partitions == 0 and second.model_reused
+    assert second.new_partitions == 0 and second.files_read == 0 and second.model_reused
     assert (second.dataset_version, second.model_version) == (
         first.dataset_version,
         first.model_version,
@@ -51,7 +53,9 @@ def test_pipeline_twice_then_with_one_new_file(
     write_demo_data(str(extra), rows=1500, files=1, seed=99)
     shutil.copy(extra / "customers-0000.csv", landing / "customers-9999.csv")
     third = ml_pipeline(spec=demo_spec, source=str(landing), lake=lake)
-    assert third.new_partitions == 1 and third.partitions_total == 5 and third.rows == 7500
+    # The new file is read alone and makes a partition of its own; the old one is kept.
+    assert third.files_read == 1 and third.files_total == 5 and third.rows == 7500
+    assert third.new_partitions == 1 and third.partitions_total == 2
     assert third.dataset_version != first.dataset_version
     assert third.model_version != first.model_version and not third.model_reused
     registry = ModelRegistry(lake=lake)

@@ -117,7 +117,7 @@ def test_pipeline_on_s3_survives_thirty_percent_faults(
         source="s3://landing-zone/incoming",
         lake=lake,
     )
-    assert result.promoted and result.partitions_accepted == 4 and result.rows == 6000
+    assert result.promoted and result.files_accepted == 4 and result.rows == 6000
     _, faults = faulty_s3
     injected = faults.read_text().splitlines()
     assert len(injected) >= 20, injected  # the run really went through a stormy S3
@@ -129,7 +129,7 @@ def test_pipeline_on_s3_survives_thirty_percent_faults(
     assert registry.load_booster("customers", result.model_version).num_boosted_rounds() > 0
     # Nothing lost or written twice.
     keys = direct.find("lake-bucket/ml", refresh=True)
-    assert len([k for k in keys if k.endswith(".parquet")]) == 4
+    assert len([k for k in keys if k.endswith(".parquet")]) == result.partitions_total
     datasets = [k for k in keys if k.startswith("lake-bucket/ml/datasets/customers/versions/")]
     assert len(datasets) == 1
     assert len([k for k in keys if k.endswith("/metadata.json")]) == 1
@@ -138,5 +138,6 @@ def test_pipeline_on_s3_survives_thirty_percent_faults(
     assert not [k for k in keys if "/.tmp-" in k]
 
     again = ml_pipeline(spec=str(DEMO_SPEC), source="s3://landing-zone/incoming", lake=lake)
-    assert again.new_partitions == 0 and again.model_reused and not again.promoted
+    assert again.new_partitions == 0 and again.files_read == 0
+    assert again.model_reused and not again.promoted
     assert again.champion == result.model_version

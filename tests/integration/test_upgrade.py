@@ -27,9 +27,10 @@ def test_a_lake_of_release_0_1_is_reused_by_a_warm_run(demo_spec: str, tmp_path:
 
     result = ml_pipeline(spec=demo_spec, source=str(old.landing), lake=str(old.lake))
 
-    # The same data: no new partition, and no partition file rewritten.
+    # The same data: its one-file partitions are adopted after hashing each file once (not
+    # parsed: no file is read into a split), none is written again.
     assert result.partitions_total == result.partitions_accepted == 4
-    assert result.new_partitions == 0 and result.rows == 2000
+    assert result.new_partitions == 0 and result.files_read == 0 and result.rows == 2000
     assert files_with_mtimes(old.lake, "datasets/customers/partitions") == partitions
     # Every partition's validation came from the release's cached records.
     assert files_with_mtimes(old.lake, "runs/results/validate-partition") == validations
@@ -42,3 +43,7 @@ def test_a_lake_of_release_0_1_is_reused_by_a_warm_run(demo_spec: str, tmp_path:
         assert result.model_reused and result.model_version == champion
         assert not result.promoted
         assert [m.version for m in registry.versions("customers")] == [champion]
+    # The next run knows the files from the landing index: it does not even hash them.
+    again = ml_pipeline(spec=demo_spec, source=str(old.landing), lake=str(old.lake))
+    assert again.files_read == 0 and again.dataset_version == result.dataset_version
+    assert list((old.lake / "datasets/customers/landing").glob("*.json"))

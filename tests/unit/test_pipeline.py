@@ -15,10 +15,13 @@ def pipeline_result() -> PipelineResult:
     return PipelineResult(
         dataset="customers",
         dataset_version="dv1",
-        partitions_total=5,
-        partitions_accepted=4,
-        partitions_quarantined=1,
-        new_partitions=2,
+        files_total=5,
+        files_accepted=4,
+        files_quarantined=1,
+        files_read=2,
+        partitions_total=2,
+        partitions_accepted=2,
+        new_partitions=1,
         rows=4000,
         model_version="mv1",
         model_reused=False,
@@ -44,7 +47,9 @@ def test_run_metrics_are_prometheus_text_with_every_stage_and_count() -> None:
     assert samples[("mlops_stage_duration_seconds", (customers, ("stage", "train")))] == 3.25
     assert samples[("mlops_rows", (customers, ("kind", "accepted")))] == 4000
     assert samples[("mlops_rows", (customers, ("kind", "test")))] == 600
-    assert samples[("mlops_partitions", (customers, ("state", "quarantined")))] == 1
+    assert samples[("mlops_landing_files", (customers, ("state", "quarantined")))] == 1
+    assert samples[("mlops_landing_files", (customers, ("state", "read")))] == 2
+    assert samples[("mlops_partitions", (customers, ("state", "new")))] == 1
     assert samples[("mlops_model_metric", (customers, ("metric", "roc_auc")))] == 0.9
     assert samples[("mlops_promoted", (customers,))] == 1
     assert samples[("mlops_last_run_timestamp_seconds", (customers,))] == 1_700_000_000.0
@@ -56,7 +61,10 @@ def test_run_metrics_are_prometheus_text_with_every_stage_and_count() -> None:
     ]
 
 
-def test_summary_shows_stage_times() -> None:
-    assert "stages    ingest 1.5 s, validate 2.0 s, train 3.2 s, promote 0.5 s" in (
-        pipeline_result().summary()
-    )
+def test_summary_shows_files_partitions_and_stage_times() -> None:
+    summary = pipeline_result().summary()
+    assert "stages    ingest 1.5 s, validate 2.0 s, train 3.2 s, promote 0.5 s" in summary
+    assert (
+        "4,000 rows from 4/5 accepted landing files (2 read now, 1 quarantined) in "
+        "2 partition(s) (1 new)"
+    ) in summary

@@ -58,6 +58,16 @@ def test_demo_spec_loads_with_defaults_filled_in(demo_spec: str) -> None:
             "columns.price[usd]: column names may not",
         ),
         ({"columns": {"__split__": {"type": "int"}}}, "columns.__split__: column names may not"),
+        (
+            {"ingest": {"partition_size": "big"}},
+            "ingest.partition_size: 'big' is not a size such as 128MiB",
+        ),
+        (
+            {"ingest": {"partition_size": "1KiB"}},
+            "ingest.partition_size: '1KiB' is too small for a partition",
+        ),
+        ({"ingest": {"partition_rows": 0}}, "ingest.partition_rows: Input should be greater"),
+        ({"ingest": {"partiton_size": "1MiB"}}, "ingest.partiton_size: Extra inputs"),
     ],
 )
 def test_bad_spec_error_names_file_and_field(

@@ -14,12 +14,13 @@ from pydantic import ValidationError
 
 from blocks.results import LakeResultStorage
 from tasks.ingest.landing import content_tag, list_landing
-from tasks.ingest.tasks import INGEST_CACHE, ingest_file_task
-from tasks.records import LandingFile, PartitionValidation
+from tasks.ingest.tasks import INGEST_CACHE, ingest_split_task
+from tasks.records import PartitionValidation, Split
 from tasks.runtime.caching import CacheOptions, Lookup, look_up, task_source
 from tasks.spec import DatasetSpec
 from tasks.validate.tasks import VALIDATE_CACHE, validate_partition_task
 from tests.support.ingested import Ingested
+from tests.support.ingesting import one_split, with_ingest
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,8 +37,8 @@ def _validate_call(ingested: Ingested, spec: DatasetSpec | None = None, index: i
     return {"partition": ingested.version.partitions[index], "spec": spec or ingested.spec}
 
 
-def _ingest_call(source: LandingFile, spec: DatasetSpec, lake: str, **extra: object) -> dict:
-    return {"source": source, "spec": spec, "lake": lake, "rewrite": False, **extra}
+def _ingest_call(split: Split, spec: DatasetSpec, lake: str, **extra: object) -> dict:
+    return {"split": split, "spec": spec, "lake": lake, "rewrite": False, **extra}
 
 
 def _with_column(spec: DatasetSpec, name: str, **changes: object) -> DatasetSpec:
@@ -52,7 +53,9 @@ def test_validation_key_follows_partition_content_and_suite_only(ingested: Inges
     assert key.startswith("validate-partition/") and len(key.split("/")[1]) == 32
     assert key == VALIDATE_CACHE.key(task, _validate_call(ingested))
     # The landing file's name is not part of the result's identity.
-    renamed = ingested.version.partitions[0].model_copy(update={"source_uri": "file:///x.csv"})
+    first = ingested.version.partitions[0]
+    segment = first.segments[0].model_copy(update={"source_uri": "file:///x.csv"})
+    renamed = first.model_copy(update={"segments": [segment]})
     assert VALIDATE_CACHE.key(task, {**_validate_call(ingested), "partition": renamed}) == key
     assert VALIDATE_CACHE.key(task, _validate_call(ingested, index=1)) != key
     # A description does not change what validation finds; an expectation does.
@@ -62,24 +65,25 @@ def test_validation_key_follows_partition_content_and_suite_only(ingested: Inges
     assert VALIDATE_CACHE.key(task, _validate_call(ingested, fewer)) != key
 
 
-def test_ingest_key_follows_file_content_schema_lake_and_task_source(
+def test_ingest_key_follows_the_split_its_lake_and_task_source(
     ingested: Ingested, demo_source: Path
 ) -> None:
-    spec, task = ingested.spec, ingest_file_task
-    source = list_landing(str(demo_source))[0]
-    key = INGEST_CACHE.key(task, _ingest_call(source, spec, "/lake"))
-    assert key.startswith("ingest-file/")
+    spec, task = ingested.spec, ingest_split_task
+    files = list_landing(str(demo_source))
+    key = INGEST_CACHE.key(task, _ingest_call(one_split(files, spec), spec, "/lake"))
+    assert key.startswith("ingest-split/")
     # A refresh flag is how a result is computed, not what it is.
-    assert INGEST_CACHE.key(task, _ingest_call(source, spec, "/lake", rewrite=True)) == key
-    changed = source.model_copy(update={"tag": source.tag + "x"})
-    assert INGEST_CACHE.key(task, _ingest_call(changed, spec, "/lake")) != key
-    assert INGEST_CACHE.key(task, _ingest_call(source, spec, "/other")) != key
-    retyped = _with_column(spec, "age", type="float")
-    assert INGEST_CACHE.key(task, _ingest_call(source, retyped, "/lake")) != key
+    call = _ingest_call(one_split(files, spec), spec, "/lake", rewrite=True)
+    assert INGEST_CACHE.key(task, call) == key
+    changed = [files[0].model_copy(update={"tag": files[0].tag + "x"}), *files[1:]]
+    assert INGEST_CACHE.key(task, _ingest_call(one_split(changed, spec), spec, "/lake")) != key
+    assert INGEST_CACHE.key(task, _ingest_call(one_split(files, spec), spec, "/other")) != key
+    for other in (_with_column(spec, "age", type="float"), with_ingest(spec, partition_rows=10)):
+        assert INGEST_CACHE.key(task, _ingest_call(one_split(files, other), other, "/lake")) != key
     # Editing the task's code invalidates its results (Prefect's TASK_SOURCE, kept here).
     edited = task.with_options()
     edited.source_code = (task_source(task) or "") + "\n# changed\n"
-    assert INGEST_CACHE.key(edited, _ingest_call(source, spec, "/lake")) != key
+    assert INGEST_CACHE.key(edited, _ingest_call(one_split(files, spec), spec, "/lake")) != key
 
 
 def test_content_tag_changes_when_a_file_is_rewritten(tmp_path: Path) -> None:

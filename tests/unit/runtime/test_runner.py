@@ -64,9 +64,10 @@ def test_a_stage_not_started_yet_is_narrowed_to_the_work_left() -> None:
     assert (runner.partitions, runner.total_bytes) == (1, 100)
     runner.narrow(4)  # never widened
     assert (runner.partitions, runner.total_bytes) == (1, 100)
+    # A stage flow run alone does not know its partitions until it looks: it takes the count.
     unsized = StageTaskRunner(stage="ingest", cluster="local")
-    unsized.narrow(1)  # planned for max_workers, released by adaptive scaling
-    assert unsized.partitions is None
+    unsized.narrow(3)
+    assert (unsized.partitions, unsized.total_bytes) == (3, None)
 
 
 @pytest.mark.timeout(60)

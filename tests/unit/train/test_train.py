@@ -98,7 +98,14 @@ def test_layout_from_manifest_and_single_class_target(ingested) -> None:
     one_class = ingested.version.model_copy(
         update={
             "partitions": [
-                p.model_copy(update={"distinct": {**p.distinct, "churned": ["True"]}})
+                p.model_copy(
+                    update={
+                        "segments": [
+                            s.model_copy(update={"distinct": {**s.distinct, "churned": ["True"]}})
+                            for s in p.segments
+                        ]
+                    }
+                )
                 for p in ingested.version.partitions
             ]
         }

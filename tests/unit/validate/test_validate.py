@@ -151,12 +151,9 @@ def test_report_threshold(
     assert report.passed is passed
     assert report.total_files == passing + failing + unreadable
     assert len(report.accepted) == passing and len(report.rejected) == failing
-    quarantine = (
-        sorted(p.name for p in (tmp_path / "datasets" / "customers" / "quarantine").glob("*.json"))
-        if failing
-        else []
-    )
-    assert quarantine == sorted(f"{p}.json" for p in pids[passing:])
+    records = sorted((tmp_path / "datasets" / "customers" / "quarantine").glob("*.json"))
+    assert len(records) == failing
+    assert sorted(report.rejected_files) == sorted(f"s/{p}.csv" for p in pids[passing:])
     assert len(report_table(report)) == passing + failing
     if not passed:
         message = failure_message(report, version)

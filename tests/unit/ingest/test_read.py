@@ -1,0 +1,142 @@
+"""Large files are streamed and cut, hashed as they are read; damage anywhere in them sets
+the file aside, naming it and where, and leaves nothing half-written."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import tasks.ingest.read as read
+from tasks.demo_data import encode, make_frame
+from tasks.lake import Lake
+from tasks.spec import DatasetSpec, load_spec
+from tests.support.ingesting import ingest_paths, with_ingest
+
+pytestmark = pytest.mark.timeout(60)
+ROWS = 20_000
+
+
+@pytest.fixture
+def spec(demo_spec: str, monkeypatch: pytest.MonkeyPatch) -> DatasetSpec:
+    """Streaming at a small scale: files over 64 KiB are streamed in 64 KiB blocks (2,000
+    Parquet rows) and cut into partitions of about 256 KiB."""
+    monkeypatch.setattr(read, "WHOLE_FILE_BYTES", 64 * 1024)
+    monkeypatch.setattr(read, "CSV_BLOCK_BYTES", 64 * 1024)
+    monkeypatch.setattr(read, "PARQUET_BATCH_ROWS", 2000)
+    return with_ingest(load_spec(demo_spec), partition_size="256KiB")
+
+
+@pytest.fixture(scope="module")
+def frame():  # type: ignore[no-untyped-def]
+    return make_frame(ROWS, seed=5)
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def parquet_bytes(frame, row_group_size: int) -> bytes:  # type: ignore[no-untyped-def]
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        pa.Table.from_pandas(frame, preserve_index=False), sink, row_group_size=row_group_size
+    )
+    return bytes(sink.getvalue())
+
+
+def no_temporaries(root: Path) -> bool:
+    return not [p for p in root.rglob("*") if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "csv.gz", "parquet"])
+def test_a_large_file_is_streamed_and_cut_into_bounded_pieces(
+    fmt: str,
+    spec: DatasetSpec,
+    frame,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    data = parquet_bytes(frame, 2500) if fmt == "parquet" else encode(frame, fmt)
+    path = write(tmp_path / f"big.{fmt}", data)
+    assert path.stat().st_size > read.WHOLE_FILE_BYTES
+    outcome = ingest_paths([path], spec, Lake(str(tmp_path / "lake")))
+    assert outcome.quarantined == []
+    pieces = outcome.partitions
+    assert len(pieces) >= 3
+    # Contiguous pieces of the file, in order, all of its rows, each near the target.
+    starts = [p.segments[0].file_start for p in pieces]
+    assert starts == [sum(p.rows for p in pieces[:i]) for i in range(len(pieces))]
+    assert sum(p.rows for p in pieces) == ROWS
+    target = spec.ingest.partition_bytes
+    for piece in pieces:
+        table = pq.read_table(piece.uri.removeprefix("file://"))
+        assert table.num_rows == piece.rows and table.nbytes < 2 * target
+    # Hashed while read: the hash of the whole file's bytes.
+    assert {s.sha256 for p in pieces for s in p.segments} == {hashlib.sha256(data).hexdigest()}
+    ids = [p.partition_id for p in pieces]
+    assert len(set(ids)) == len(ids)
+    again = ingest_paths([path], spec, Lake(str(tmp_path / "lake")))
+    assert [p.partition_id for p in again.partitions] == ids and again.written == []
+
+
+def test_a_gzip_file_truncated_in_its_middle_is_set_aside_and_its_pieces_removed(
+    spec: DatasetSpec,
+    frame,
+    demo_source: Path,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    data = gzip.compress(encode(frame, "csv"), mtime=0)
+    bad = write(tmp_path / "b-cut.csv.gz", data[: len(data) * 2 // 3])
+    before = write(tmp_path / "a.csv", (demo_source / "customers-0000.csv").read_bytes())
+    after = write(tmp_path / "c.csv", (demo_source / "customers-0003.csv").read_bytes())
+    root = tmp_path / "lake"
+    outcome = ingest_paths([before, bad, after], spec, Lake(str(root)))
+    (record,) = outcome.quarantined
+    assert record.source_uri.endswith("b-cut.csv.gz")
+    assert "truncated or corrupt (csv.gz) after row" in record.reason
+    assert str(bad) in record.reason
+    # Its partition-mates go on; of the bad file, not a row, not a file.
+    named = {Path(s.source_uri).name for p in outcome.partitions for s in p.segments}
+    assert named == {"a.csv", "c.csv"}
+    assert sum(p.rows for p in outcome.partitions) == 3000
+    on_disk = list((root / "datasets" / "customers" / "partitions").glob("*.parquet"))
+    assert len(on_disk) == len(outcome.partitions) and no_temporaries(root)
+
+
+def test_a_parquet_file_with_a_corrupt_row_group_names_the_row_group(
+    spec: DatasetSpec,
+    frame,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    data = bytearray(parquet_bytes(frame, 2500))
+    metadata = pq.ParquetFile(pa.BufferReader(bytes(data))).metadata
+    column = metadata.row_group(4).column(3)  # well inside the file
+    start = column.data_page_offset
+    data[start : start + 64] = b"\xff" * 64
+    bad = write(tmp_path / "damaged.parquet", bytes(data))
+    root = tmp_path / "lake"
+    outcome = ingest_paths([bad], spec, Lake(str(root)))
+    (record,) = outcome.quarantined
+    assert f"{bad}: row group 4 (rows from 10,001)" in record.reason
+    assert outcome.partitions == [] and no_temporaries(root)
+    assert not list(root.rglob("*.parquet"))
+
+
+def test_a_csv_whose_later_rows_have_an_extra_column_is_set_aside(
+    spec: DatasetSpec,
+    frame,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    lines = encode(frame, "csv").decode().splitlines()
+    lines[15_000] += ",surprise"
+    bad = write(tmp_path / "extra-later.csv", ("\n".join(lines) + "\n").encode())
+    root = tmp_path / "lake"
+    outcome = ingest_paths([bad], spec, Lake(str(root)))
+    (record,) = outcome.quarantined
+    assert record.reason.startswith(f"file://{bad}: cannot parse as csv after row 1")
+    assert "Expected 13 columns, got 14" in record.reason
+    assert outcome.partitions == [] and no_temporaries(root)
