@@ -74,16 +74,19 @@ def cast_column(array: pa.ChunkedArray, column: ColumnSpec) -> pa.ChunkedArray:
 
 def cast_to_schema(table: pa.Table, *, spec: DatasetSpec, uri: str) -> tuple[pa.Table, list[str]]:
     """The table with exactly the spec's columns, in order and typed; plus columns dropped."""
-    repeated = sorted({n for n in table.column_names if table.column_names.count(n) > 1})
+    # Arrow builds the list of names anew on each access: read it once.
+    names = table.column_names
+    present = set(names)
+    repeated = sorted({n for n in names if names.count(n) > 1}) if len(present) < len(names) else []
     if repeated:
         raise PartitionError(
             f"{uri}: column(s) {', '.join(map(repr, repeated))} appear more than once"
         )
-    missing = [name for name in spec.columns if name not in table.column_names]
+    missing = [name for name in spec.columns if name not in present]
     if missing:
         raise PartitionError(
             f"{uri}: missing column(s) {', '.join(repr(m) for m in missing)} "
-            f"(file has: {', '.join(table.column_names)})"
+            f"(file has: {', '.join(names)})"
         )
     arrays = []
     for name, column in spec.columns.items():
@@ -99,7 +102,7 @@ def cast_to_schema(table: pa.Table, *, spec: DatasetSpec, uri: str) -> tuple[pa.
             raise PartitionError(
                 f"{uri}: column '{name}': cannot cast {kind} to {column.type}: {err}"
             ) from None
-    dropped = [name for name in table.column_names if name not in spec.columns]
+    dropped = [name for name in names if name not in spec.columns]
     return pa.Table.from_arrays(arrays, names=list(spec.columns)), dropped
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -23,12 +24,14 @@ import pyarrow.parquet as pq
 
 from tasks.errors import PartitionError
 from tasks.ingest.cast import distinct_values
-from tasks.ingest.read import READ_ERRORS, FileReader
+from tasks.ingest.read import READ_ERRORS, FileReader, LandingReadError, prefetch
 from tasks.lake import Lake
 from tasks.records import LandingFile, PartitionRef, QuarantineRecord, Segment, Split, SplitOutcome
 from tasks.spec import DatasetSpec
 
 PARTITION_METADATA_KEY = b"mlops.partition"
+# Small files fetched at once (I/O-bound: more threads than cores).
+FETCH_THREADS = 8
 
 
 def file_record_id(sha256: str, schema_hash: str) -> str:
@@ -72,6 +75,8 @@ class Piece:
     reader: FileReader
     table: pa.Table
     file_start: int
+    # The table's size, measured once (Arrow sums every buffer to tell it).
+    nbytes: int = 0
 
 
 @dataclass
@@ -96,6 +101,9 @@ class PartitionWriter:
     lake: Lake
     pending: list[Piece] = field(default_factory=list)
     written: list[Written] = field(default_factory=list)
+    # Size of what is pending, kept as pieces come and go (not summed again each time).
+    pending_bytes: int = 0
+    pending_rows: int = 0
 
     @property
     def target_bytes(self) -> int:
@@ -111,11 +119,14 @@ class PartitionWriter:
         limit = self.spec.ingest.partition_rows
         return nbytes > self.target_bytes or (limit is not None and rows > limit)
 
-    def _pending_size(self) -> tuple[int, int]:
-        return (
-            sum(p.table.nbytes for p in self.pending),
-            sum(p.table.num_rows for p in self.pending),
-        )
+    def _hold(self, piece: Piece) -> None:
+        self.pending.append(piece)
+        self.pending_bytes += piece.nbytes
+        self.pending_rows += piece.table.num_rows
+
+    def _flush_pending(self) -> None:
+        self._flush(self.pending)
+        self.pending, self.pending_bytes, self.pending_rows = [], 0, 0
 
     def add(self, file: LandingFile, reader: FileReader, *, seen: dict[str, str]) -> str | None:
         """Read ``file`` and pack or cut its rows.
@@ -127,23 +138,23 @@ class PartitionWriter:
         """
         own: list[Written] = []
         current: list[pa.Table] = []
-        file_start = 0
+        nbytes = rows = file_start = 0
         try:
             for table in reader.tables():
                 current.append(table)
-                nbytes = sum(t.nbytes for t in current)
-                rows = sum(t.num_rows for t in current)
-                pending_bytes, pending_rows = self._pending_size()
-                if self.pending and self._over(pending_bytes + nbytes, pending_rows + rows):
+                nbytes += table.nbytes
+                rows += table.num_rows
+                if self.pending and self._over(
+                    self.pending_bytes + nbytes, self.pending_rows + rows
+                ):
                     # Whole earlier files first: they make a partition of their own.
-                    self._flush(self.pending)
-                    self.pending = []
+                    self._flush_pending()
                 if self._full(nbytes, rows):
                     # This file alone fills a partition: write the piece now, hold no more.
-                    piece = Piece(file, reader, pa.concat_tables(current), file_start)
+                    piece = Piece(file, reader, pa.concat_tables(current), file_start, nbytes)
                     own.append(self._flush([piece]))
                     file_start += piece.table.num_rows
-                    current = []
+                    current, nbytes, rows = [], 0, 0
         except BaseException:
             self._discard(own)
             raise
@@ -152,11 +163,9 @@ class PartitionWriter:
             self._discard(own)
             return duplicate
         if current:
-            self.pending.append(Piece(file, reader, pa.concat_tables(current), file_start))
-            pending_bytes, pending_rows = self._pending_size()
-            if self._full(pending_bytes, pending_rows):
-                self._flush(self.pending)
-                self.pending = []
+            self._hold(Piece(file, reader, pa.concat_tables(current), file_start, nbytes))
+            if self._full(self.pending_bytes, self.pending_rows):
+                self._flush_pending()
         return None
 
     def _distinct(self, table: pa.Table) -> dict[str, list[str]]:
@@ -210,8 +219,7 @@ class PartitionWriter:
         """Write what is pending, then name and commit every partition; the partitions,
         and the ids of those this call wrote (the others existed already)."""
         if self.pending:
-            self._flush(self.pending)
-            self.pending = []
+            self._flush_pending()
         schema = self.spec.schema_hash()
         refs, new = [], []
         for written in self.written:
@@ -267,11 +275,15 @@ def ingest_split(
     writer = PartitionWriter(split=split, spec=spec, lake=lake)
     quarantined: list[QuarantineRecord] = []
     seen: dict[str, str] = {}
+    # Object stores answer many small requests at once: fetch small files ahead.
+    pool = ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="mlops-fetch")
     try:
-        for file in split.files:
-            reader = FileReader(file, spec)
+        for file, data in prefetch(split.files, pool):
+            reader = FileReader(file, spec, data=data)
             try:
                 duplicate = writer.add(file, reader, seen=seen)
+            except LandingReadError:
+                raise  # the store's failure, not the file's: the task is retried
             except (PartitionError, *READ_ERRORS, KeyError) as err:
                 # Whatever the file did to the reader, it is this file's problem, not the run's.
                 reason = (
@@ -289,6 +301,8 @@ def ingest_split(
     except BaseException:
         writer.abandon()
         raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return SplitOutcome(
         split_id=split.split_id,
         files=split.files,

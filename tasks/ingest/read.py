@@ -12,9 +12,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import zlib
-from collections.abc import Iterator
-from contextlib import ExitStack
-from typing import Any, BinaryIO, cast
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, suppress
+from typing import Any, BinaryIO, TypeVar, cast
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -27,6 +29,7 @@ from tasks.records import LandingFile
 from tasks.spec import DatasetSpec
 from tasks.storage import url_to_fs
 
+T = TypeVar("T")
 # Files up to this size are read in one request and parsed from memory; larger ones are
 # streamed (a worker then holds one block, not the file).
 WHOLE_FILE_BYTES = 8 * 2**20
@@ -35,21 +38,41 @@ WHOLE_FILE_BYTES = 8 * 2**20
 CSV_BLOCK_BYTES = 2**20
 PARQUET_BATCH_ROWS = 128 * 1024
 HASH_CHUNK_BYTES = 8 * 2**20
+# Small files fetched ahead of the one being parsed: at most this many, of these bytes.
+PREFETCH_FILES = 64
+PREFETCH_BYTES = 64 * 2**20
 # What the readers raise on a damaged file: truncated or corrupt compression, bad CSV,
 # unreadable Parquet pages.
 READ_ERRORS = (EOFError, OSError, zlib.error, gzip.BadGzipFile, pa.ArrowException, ValueError)
 
 
+class LandingReadError(OSError):
+    """The store did not return a landing file's bytes (throttling, a dropped connection):
+    not the file's fault, so the task is retried rather than the file quarantined."""
+
+
+def _storage(action: str, uri: str, call: Callable[[], T]) -> T:
+    """``call()``, a request to the store; its failure a ``LandingReadError`` naming ``uri``
+    (a file gone since it was listed is the file's problem: a ``PartitionError``)."""
+    try:
+        return call()
+    except FileNotFoundError:
+        raise PartitionError(f"{uri}: no longer there (removed after it was listed)") from None
+    except OSError as err:
+        raise LandingReadError(f"{uri}: could not {action}: {err}") from err
+
+
 class HashingReader:
     """A binary stream that hashes every byte read through it."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, uri: str) -> None:
         self.raw = raw
+        self.uri = uri
         self.sha = hashlib.sha256()
         self.closed = False
 
     def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
+        data = _storage("read", self.uri, lambda: self.raw.read(size))
         self.sha.update(data)
         return data
 
@@ -64,20 +87,74 @@ class HashingReader:
 
     def drain(self) -> None:
         """Read (and hash) the rest, so the hash covers the whole file."""
-        while chunk := self.raw.read(HASH_CHUNK_BYTES):
-            self.sha.update(chunk)
+        while self.read(HASH_CHUNK_BYTES):
+            pass
 
     def hexdigest(self) -> str:
         return self.sha.hexdigest()
+
+
+def is_small(file: LandingFile) -> bool:
+    """Whether ``file`` is read whole, in one request."""
+    return file.bytes <= WHOLE_FILE_BYTES
+
+
+def fetch(uri: str) -> bytes:
+    """A small file's bytes, in one request."""
+    fs, path = url_to_fs(uri)
+    return _storage("read", uri, lambda: bytes(fs.cat_file(path)))
+
+
+def prefetch(
+    files: list[LandingFile], pool: ThreadPoolExecutor, *, ahead_bytes: int = PREFETCH_BYTES
+) -> Iterator[tuple[LandingFile, Future[bytes] | None]]:
+    """``files`` in order, each small one with its bytes being fetched in ``pool`` while the
+    ones before it are parsed: thousands of small files on an object store cost their
+    requests' latency once per batch, not once per file. At most ``ahead_bytes`` are
+    fetched ahead."""
+    queued: deque[tuple[LandingFile, Future[bytes] | None]] = deque()
+    upcoming = iter(files)
+    ahead = 0
+    while True:
+        for file in upcoming:
+            small = is_small(file)
+            queued.append((file, pool.submit(fetch, file.uri) if small else None))
+            ahead += file.bytes if small else 0
+            if ahead >= ahead_bytes or len(queued) >= PREFETCH_FILES:
+                break
+        if not queued:
+            return
+        file, data = queued.popleft()
+        ahead -= file.bytes if data is not None else 0
+        yield file, data
+
+
+class StoreFile:
+    """A seekable landing file whose reads report a store failure as ``LandingReadError``
+    (Parquet is read through it by column chunk, out of order)."""
+
+    def __init__(self, raw: Any, uri: str) -> None:
+        self.raw = raw
+        self.uri = uri
+
+    def read(self, size: int = -1) -> bytes:
+        return _storage("read", self.uri, lambda: self.raw.read(size))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
 
 
 class FileReader:
     """One landing file read as typed tables (``tables()``); afterwards, its ``sha256``,
     ``rows`` and the columns it had beyond the spec's (``dropped``)."""
 
-    def __init__(self, file: LandingFile, spec: DatasetSpec) -> None:
+    def __init__(
+        self, file: LandingFile, spec: DatasetSpec, *, data: Future[bytes] | None = None
+    ) -> None:
         self.file = file
         self.spec = spec
+        # A small file's bytes, already being fetched (see ``prefetch``).
+        self.data = data
         # Tables of at most about this size, so that partitions can be cut near their size.
         self.block_bytes = max(16 * 1024, min(CSV_BLOCK_BYTES, spec.ingest.partition_bytes // 4))
         self.format = source_format(file.uri) or ""
@@ -95,7 +172,7 @@ class FileReader:
             raise PartitionError(f"{uri}: file is empty")
         fs, path = url_to_fs(uri)
         if self.file.bytes <= WHOLE_FILE_BYTES:
-            yield from self._whole(bytes(fs.cat_file(path)))
+            yield from self._whole(self.data.result() if self.data is not None else fetch(uri))
         elif self.format == "parquet":
             yield from self._parquet_stream(fs, path)
         else:
@@ -126,7 +203,8 @@ class FileReader:
     # Large files: streamed ----------------------------------------------------------------
     def _csv_stream(self, fs: Any, path: str) -> Iterator[pa.Table]:
         with ExitStack() as stack:
-            hashing = HashingReader(stack.enter_context(fs.open(path, "rb")))
+            raw = _storage("open", self.file.uri, lambda: fs.open(path, "rb"))
+            hashing = HashingReader(stack.enter_context(raw), self.file.uri)
             text: Any = hashing
             if self.format == "csv.gz":
                 text = stack.enter_context(gzip.GzipFile(fileobj=cast(Any, hashing), mode="rb"))
@@ -146,24 +224,27 @@ class FileReader:
                     if table.column_names != header:
                         raise PartitionError(f"{self.file.uri}: the header changes mid-file")
                     yield self._cast(csv_nulls(table, self.spec))
+            except LandingReadError:
+                raise
             except READ_ERRORS as err:
                 raise self._damaged(err) from None
             finally:
-                # Whatever happened, the hash covers every byte (a quarantine record is
+                # Whatever the file did, the hash covers every byte (a quarantine record is
                 # keyed by it).
-                hashing.drain()
+                with suppress(LandingReadError):
+                    hashing.drain()
                 self.sha256 = hashing.hexdigest()
 
     def _parquet_stream(self, fs: Any, path: str) -> Iterator[pa.Table]:
         # Parquet is read footer first and by column chunks: hash the bytes in order first.
-        sha = hashlib.sha256()
-        with fs.open(path, "rb") as raw:
-            while chunk := raw.read(HASH_CHUNK_BYTES):
-                sha.update(chunk)
-        self.sha256 = sha.hexdigest()
+        uri = self.file.uri
+        with _storage("open", uri, lambda: fs.open(path, "rb")) as raw:
+            hashing = HashingReader(raw, uri)
+            hashing.drain()
+        self.sha256 = hashing.hexdigest()
         try:
-            with fs.open(path, "rb") as raw:
-                parquet = pq.ParquetFile(raw)
+            with _storage("open", uri, lambda: fs.open(path, "rb")) as raw:
+                parquet = pq.ParquetFile(StoreFile(raw, uri))
                 for group in range(parquet.num_row_groups):
                     first = self.rows
                     # Batches of about a CSV block, so the writer can cut where it needs to.
@@ -173,12 +254,14 @@ class FileReader:
                     try:
                         for batch in parquet.iter_batches(batch_size=rows, row_groups=[group]):
                             yield self._cast(pa.Table.from_batches([batch]))
+                    except LandingReadError:
+                        raise
                     except READ_ERRORS as err:
                         raise PartitionError(
                             f"{self.file.uri}: row group {group} (rows from {first + 1:,}) is "
                             f"corrupt or unreadable: {err}"
                         ) from None
-        except PartitionError:
+        except (PartitionError, LandingReadError):
             raise
         except READ_ERRORS as err:
             raise self._damaged(err) from None

@@ -140,3 +140,30 @@ def test_a_csv_whose_later_rows_have_an_extra_column_is_set_aside(
     assert record.reason.startswith(f"file://{bad}: cannot parse as csv after row 1")
     assert "Expected 13 columns, got 14" in record.reason
     assert outcome.partitions == [] and no_temporaries(root)
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_a_store_failure_is_retried_not_blamed_on_the_file(
+    big: bool,
+    spec: DatasetSpec,
+    frame,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """A dropped connection is the store's failure: the task fails (and Prefect retries
+    it); the file is not quarantined."""
+    from fsspec.implementations.local import LocalFileOpener, LocalFileSystem
+
+    path = write(tmp_path / "f.csv", encode(frame if big else frame.head(100), "csv"))
+
+    def refuse(*args: object, **kwargs: object) -> bytes:
+        raise ConnectionResetError("connection reset by peer")
+
+    # Faked where the store is reached: the filesystem's read calls.
+    monkeypatch.setattr(LocalFileSystem, "cat_file", refuse)
+    monkeypatch.setattr(LocalFileOpener, "read", refuse)
+    root = tmp_path / "lake"
+    with pytest.raises(read.LandingReadError, match="f.csv: could not read"):
+        ingest_paths([path], spec, Lake(str(root)))
+    assert not (root / "datasets" / "customers" / "quarantine").exists()
+    assert no_temporaries(root)
