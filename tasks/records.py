@@ -322,6 +322,8 @@ class ModelMetadata(BaseModel):
     resumed_from_round: int | None = None
     # Set when the model boosted its base further on new partitions only.
     warm_start: WarmStart | None = None
+    # Each feature's average gain (XGBoost's importance), for cards and reports.
+    importance: dict[str, float] = Field(default_factory=dict)
 
 
 class PromotionDecision(BaseModel):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from tasks.errors import TrainingError
+
+if TYPE_CHECKING:
+    import xgboost
 
 
 def evaluate(task_kind: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -36,3 +41,10 @@ def evaluate(task_kind: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str
         "mae": float(metrics.mean_absolute_error(y_true, y_pred)),
         "r2": float(metrics.r2_score(y_true, y_pred)),
     }
+
+
+def gain_importance(booster: xgboost.Booster) -> dict[str, float]:
+    """Each feature's importance as XGBoost's average gain of its splits."""
+    scores = booster.get_score(importance_type="gain")
+    # Multi-output models report a list per feature; their mean ranks the feature.
+    return {k: float(v) if isinstance(v, float) else sum(v) / len(v) for k, v in scores.items()}

@@ -13,6 +13,7 @@ from tasks.runtime.runner import stage_client
 from tasks.spec import DatasetSpec
 from tasks.train.checkpoint import Checkpoints
 from tasks.train.distributed import train_distributed
+from tasks.train.metrics import gain_importance
 from tasks.train.plan import TrainingPlan, planned_rounds
 from tasks.train.progress import follow_training
 
@@ -97,6 +98,7 @@ def train_and_register(
         timings=trained.timings,
         resumed_from_round=trained.resumed_from_round,
         warm_start=warm.model_copy(update={"base_metrics": trained.base_metrics}) if warm else None,
+        importance=gain_importance(trained.booster),
     )
     registry.register(metadata, bytes(trained.booster.save_raw(raw_format="ubj")))
     # Registered: the version exists, so nothing will resume these any more.

@@ -16,6 +16,7 @@ from typing import Any
 from blocks.registry import ModelRegistry
 from tasks.lake import Lake
 from tasks.records import ModelCandidate, ModelMetadata
+from tasks.train.metrics import gain_importance
 
 # Bokeh takes a second to import: only the report's functions import it.
 
@@ -212,10 +213,11 @@ def training_summary(metadata: ModelMetadata, *, reused: bool) -> str:
 
 
 def feature_importance(registry: ModelRegistry, metadata: ModelMetadata) -> dict[str, float]:
-    booster = registry.load_booster(metadata.model_name, metadata.version)
-    scores = booster.get_score(importance_type="gain")
-    # Multi-output models report a list per feature; their mean ranks the feature.
-    return {k: float(v) if isinstance(v, float) else sum(v) / len(v) for k, v in scores.items()}
+    """The model's gain importance: recorded at registration, or (models registered before
+    it was) read from the model itself."""
+    if metadata.importance:
+        return dict(metadata.importance)
+    return gain_importance(registry.load_booster(metadata.model_name, metadata.version))
 
 
 def training_report_path(lake: Lake, model: str, version: str) -> str:
@@ -223,11 +225,16 @@ def training_report_path(lake: Lake, model: str, version: str) -> str:
 
 
 def write_training_report(*, lake: str, candidate: ModelCandidate) -> str:
-    """Write the candidate's training report into the lake; its URI."""
-    registry = ModelRegistry(lake=lake)
-    metadata = registry.metadata(candidate.model_name, candidate.version)
-    page = training_report(metadata, feature_importance(registry, metadata))
+    """Write the candidate's training report into the lake; its URI.
+
+    A model version never changes, so neither does its report: one written before (a run
+    that reused the model) is kept, and the run loads neither XGBoost nor Bokeh.
+    """
     store = Lake(lake)
     path = training_report_path(store, candidate.model_name, candidate.version)
-    store.write_bytes(path, page.encode())
+    if not store.exists(path):
+        registry = ModelRegistry(lake=lake)
+        metadata = registry.metadata(candidate.model_name, candidate.version)
+        page = training_report(metadata, feature_importance(registry, metadata))
+        store.write_bytes(path, page.encode())
     return store.url_of(path)
