@@ -16,8 +16,8 @@ CLUSTER ?= local
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
 # `make bench`: data sizes and repetitions (medians are reported).
-BENCH_SIZES ?= 1M,2M,4M,8M
-BENCH_REPEATS ?= 3
+BENCH_SIZES ?= 1M,4M
+BENCH_REPEATS ?= 1
 
 .PHONY: run test lint typecheck demo-data bench clean help
 

@@ -1,19 +1,26 @@
-"""``make bench``: the pipeline side by side with a plain script, at several data sizes.
+"""``make bench``: the pipeline side by side with a plain script, at several data sizes,
+in three landing layouts and two modes.
 
-For each size (16 Parquet files, ``benchmarks/bench.yaml``'s 30 columns), measured in the
-same run, ``--repeats`` times, medians reported:
+For each size (``benchmarks/bench.yaml``'s 30 columns; the same rows as 16 Parquet files,
+2,000 small files and one large file), measured in the same run, ``--repeats`` times,
+medians reported:
 
-  a  baseline   the plain script (benchmarks/baseline.py): read, check, xgboost.train
-  b  cold       ``mlops run`` end to end on an empty lake, as a user runs it
-  c  warm       the same command again, no new data
-  d  new file   one more landing file (1/16 of the data), run again
-  e  train      the training stage alone (benchmarks/train_stage.py) vs a's read+train
+  a     baseline   the plain script (benchmarks/baseline.py) on the 16 files: read, check,
+                   xgboost.train
+  b     cold       ``mlops run`` end to end on an empty lake (16 files), as a user runs it
+  c     warm       the same command again, no new data
+  d     new file   one more landing file (1/16 of the data), run again
+  e     train      the training stage alone (benchmarks/train_stage.py) vs a's read+train
+  f     2000       b on the same rows in 2,000 files
+  g     1 file     b on the same rows in one file
 
+b to g run in each mode: ``embedded`` (no Prefect server: each run starts Prefect's
+ephemeral API, what ``make run`` and ``mlops run`` do out of the box) and ``server`` (one
+``prefect server start`` for the whole benchmark, as a user with a Prefect server has).
 Every measurement is a fresh process, timed from start to exit, with the peak memory of it
-and all its children (Dask workers included). Runs use one ``prefect server start`` for the
-whole benchmark, as a user with a Prefect server does. Prints a table and writes JSON.
+and all its children (Dask workers included). Prints a table and writes JSON.
 
-    python -m benchmarks.run --sizes 1M,2M,4M,8M --repeats 3 --out .mlops/bench/results.json
+    python -m benchmarks.run --sizes 1M,4M --repeats 1 --out .mlops/bench/results.json
 """
 
 from __future__ import annotations
@@ -41,13 +48,17 @@ from benchmarks.data import write_files
 
 SPEC = str(Path(__file__).with_name("bench.yaml"))
 FILES = 16
+SHAPES = {"16 files": FILES, "2000 files": 2000, "1 file": 1}
+MODES = ("embedded", "server")
+# At 4M rows, in each mode (warm/cold: with a server; warm on the embedded default: 15 s).
 TARGETS = {
-    "cold/baseline": 1.3,
-    "train/baseline train": 1.15,
+    "cold/baseline": 1.25,
     "warm/cold": 0.05,
+    "warm seconds (embedded)": 15.0,
     "new file/cold": 0.2,
+    "2000 files/16 files": 1.3,
+    "1 file/16 files": 1.1,
     "peak memory/data": 3.0,
-    "8M/4M cold": 2.2,
 }
 
 
@@ -155,123 +166,172 @@ def prefect_server(home: str) -> Iterator[str]:
             os.killpg(server.pid, signal.SIGKILL)
 
 
-def bench_size(rows: int, *, repeats: int, work: Path, env: dict[str, str]) -> dict[str, Any]:
-    """All measurements at one size; medians and every sample."""
-    landing = work / f"{rows}" / "landing"
-    if not (landing / f"part-{FILES - 1:04d}.parquet").exists():
-        write_files(str(landing), rows=rows, files=FILES, seed=1)
+def landing(work: Path, rows: int, files: int) -> Path:
+    """The benchmark's rows as ``files`` files (written once, kept for later runs)."""
+    folder = work / f"{rows}" / f"landing-{files}"
+    if not (folder / f"part-{files - 1:04d}.parquet").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        write_files(str(folder), rows=rows, files=files, seed=1)
+    return folder
+
+
+def bench_mode(
+    rows: int, *, mode: str, work: Path, env: dict[str, str], baseline: Measured
+) -> dict[str, Any]:
+    """b to g at one size in one mode."""
+    python, cwd = sys.executable, str(Path(__file__).resolve().parent.parent)
+    mlops = [python, "-m", "deployments.cli", "run", "--spec", SPEC, "--no-progress", "--json"]
+    sources = {shape: landing(work, rows, files) for shape, files in SHAPES.items()}
     extra = work / f"{rows}" / "extra"
     if not (extra / f"part-{FILES:04d}.parquet").exists():
         write_files(str(extra), rows=rows // FILES, files=1, seed=1, first=FILES)
-    python, cwd = sys.executable, str(Path(__file__).resolve().parent.parent)
-    mlops = [python, "-m", "deployments.cli", "run", "--spec", SPEC, "--no-progress", "--json"]
-    samples: dict[str, list[Measured]] = {k: [] for k in ("a", "b", "c", "d", "e")}
-    for _ in range(repeats):
-        lake = work / f"{rows}" / "lake"
-        shutil.rmtree(lake, ignore_errors=True)
-        new_file = landing / extra.joinpath(f"part-{FILES:04d}.parquet").name
-        new_file.unlink(missing_ok=True)
-        run = [*mlops, "--source", str(landing), "--lake", str(lake)]
-        samples["a"].append(
-            measure(
-                [python, "-m", "benchmarks.baseline", "--spec", SPEC, "--source", str(landing)],
-                env=env,
-                cwd=cwd,
-            )
+    base = work / f"{rows}" / mode
+    shutil.rmtree(base, ignore_errors=True)
+
+    def pipeline(shape: str, lake: Path) -> Measured:
+        return measure(
+            [*mlops, "--source", str(sources[shape]), "--lake", str(lake)], env=env, cwd=cwd
         )
-        samples["b"].append(measure(run, env=env, cwd=cwd))
-        samples["c"].append(measure(run, env=env, cwd=cwd))
-        # The training stage alone: same validated lake, empty registry.
-        trained = work / f"{rows}" / "lake-train"
-        shutil.rmtree(trained, ignore_errors=True)
-        shutil.copytree(lake, trained, ignore=shutil.ignore_patterns("models", "checkpoints"))
-        samples["e"].append(
-            measure(
-                [python, "-m", "benchmarks.train_stage", "--spec", SPEC, "--lake", str(trained)],
-                env=env,
-                cwd=cwd,
-            )
-        )
-        shutil.rmtree(trained, ignore_errors=True)
-        shutil.copy(extra / new_file.name, new_file)
-        samples["d"].append(measure(run, env=env, cwd=cwd))
-        new_file.unlink()
-    median = {k: statistics.median(m.seconds for m in v) for k, v in samples.items()}
-    baseline_train = statistics.median(
-        sum(m.output["timings"][p] for p in ("read", "prepare", "train")) for m in samples["a"]
+
+    measured: dict[str, Measured] = {}
+    lake = base / "lake"
+    measured["b"] = pipeline("16 files", lake)
+    measured["c"] = pipeline("16 files", lake)
+    # The training stage alone: same validated lake, empty registry.
+    trained = base / "lake-train"
+    shutil.copytree(lake, trained, ignore=shutil.ignore_patterns("models", "checkpoints"))
+    measured["e"] = measure(
+        [python, "-m", "benchmarks.train_stage", "--spec", SPEC, "--lake", str(trained)],
+        env=env,
+        cwd=cwd,
     )
-    data_bytes = samples["a"][0].output["frame_bytes"]
-    peak = max(m.peak_bytes for k in ("b", "c", "d", "e") for m in samples[k])
+    shutil.rmtree(trained, ignore_errors=True)
+    new_file = sources["16 files"] / f"part-{FILES:04d}.parquet"
+    shutil.copy(extra / new_file.name, new_file)
+    try:
+        measured["d"] = pipeline("16 files", lake)
+    finally:
+        new_file.unlink()
+    measured["f"] = pipeline("2000 files", base / "lake-2000")
+    measured["g"] = pipeline("1 file", base / "lake-1")
+    shutil.rmtree(base, ignore_errors=True)
+    seconds = {k: m.seconds for k, m in measured.items()}
+    baseline_train = sum(baseline.output["timings"][p] for p in ("read", "prepare", "train"))
+    data_bytes = baseline.output["frame_bytes"]
+    peak = max(m.peak_bytes for m in measured.values())
     return {
-        "rows": rows,
-        "repeats": repeats,
-        "seconds": median,
-        "baseline_train_seconds": baseline_train,
-        "data_bytes": data_bytes,
-        "peak_bytes": {k: max(m.peak_bytes for m in v) for k, v in samples.items()},
+        "seconds": seconds,
+        "peak_bytes": {k: m.peak_bytes for k, m in measured.items()},
         "ratios": {
-            "cold/baseline": median["b"] / median["a"],
-            "train/baseline train": median["e"] / baseline_train,
-            "warm/cold": median["c"] / median["b"],
-            "new file/cold": median["d"] / median["b"],
+            "cold/baseline": seconds["b"] / baseline.seconds,
+            "train/baseline train": seconds["e"] / baseline_train,
+            "warm/cold": seconds["c"] / seconds["b"],
+            "new file/cold": seconds["d"] / seconds["b"],
+            "2000 files/16 files": seconds["f"] / seconds["b"],
+            "1 file/16 files": seconds["g"] / seconds["b"],
             "peak memory/data": peak / data_bytes,
         },
-        "roc_auc": {
-            "baseline": samples["a"][0].output["roc_auc"],
-            "pipeline": samples["b"][0].output["metrics"]["roc_auc"],
-        },
-        "samples": {k: [m.seconds for m in v] for k, v in samples.items()},
-        # Where the pipeline's time went (its own stage clock), for each run kind.
+        "roc_auc": {k: m.output.get("metrics", {}).get("roc_auc") for k, m in measured.items()},
+        # Where the pipeline's time went (its own stage clock), for each run.
         "stage_seconds": {
-            k: samples[k][0].output.get("stage_seconds", {}) for k in ("b", "c", "d")
+            k: m.output.get("stage_seconds", {}) for k, m in measured.items() if k != "e"
         },
-        "baseline_timings": samples["a"][0].output["timings"],
     }
+
+
+def bench_size(
+    rows: int, *, repeats: int, work: Path, envs: dict[str, dict[str, str]]
+) -> dict[str, Any]:
+    """All measurements at one size; medians of the repeats (the last repeat's details)."""
+    python, cwd = sys.executable, str(Path(__file__).resolve().parent.parent)
+    source = landing(work, rows, FILES)
+    runs: list[dict[str, Any]] = []
+    for _ in range(repeats):
+        baseline = measure(
+            [python, "-m", "benchmarks.baseline", "--spec", SPEC, "--source", str(source)],
+            env=envs["server"],
+            cwd=cwd,
+        )
+        modes = {
+            mode: bench_mode(rows, mode=mode, work=work, env=env, baseline=baseline)
+            for mode, env in envs.items()
+        }
+        runs.append({"baseline": baseline, "modes": modes})
+    last = runs[-1]
+    result: dict[str, Any] = {
+        "rows": rows,
+        "repeats": repeats,
+        "baseline_seconds": statistics.median(r["baseline"].seconds for r in runs),
+        "baseline_timings": last["baseline"].output["timings"],
+        "baseline_roc_auc": last["baseline"].output["roc_auc"],
+        "data_bytes": last["baseline"].output["frame_bytes"],
+        "modes": {},
+    }
+    for mode in envs:
+        seconds = {
+            k: statistics.median(r["modes"][mode]["seconds"][k] for r in runs)
+            for k in last["modes"][mode]["seconds"]
+        }
+        ratios = {
+            k: statistics.median(r["modes"][mode]["ratios"][k] for r in runs)
+            for k in last["modes"][mode]["ratios"]
+        }
+        result["modes"][mode] = {**last["modes"][mode], "seconds": seconds, "ratios": ratios}
+    return result
 
 
 def table(results: list[dict[str, Any]]) -> str:
     head = (
-        f"{'rows':>10} {'a base':>8} {'b cold':>8} {'c warm':>8} {'d +file':>8} {'e train':>8} "
-        f"{'b/a':>6} {'e/a_tr':>6} {'c/b':>6} {'d/b':>6} {'mem':>6}  auc a/b"
+        f"{'rows':>10} {'mode':>9} {'a base':>7} {'b cold':>7} {'c warm':>7} {'d +file':>7} "
+        f"{'e train':>7} {'f 2000':>7} {'g 1':>7} {'b/a':>5} {'c/b':>6} {'d/b':>5} "
+        f"{'f/b':>5} {'g/b':>5} {'e/a_tr':>6} {'mem':>5}  auc a/b"
     )
     lines = [head, "-" * len(head)]
     for r in results:
-        s, q = r["seconds"], r["ratios"]
-        lines.append(
-            f"{r['rows']:>10,} {s['a']:>8.1f} {s['b']:>8.1f} {s['c']:>8.1f} {s['d']:>8.1f} "
-            f"{s['e']:>8.1f} {q['cold/baseline']:>6.2f} {q['train/baseline train']:>6.2f} "
-            f"{q['warm/cold']:>6.3f} {q['new file/cold']:>6.2f} {q['peak memory/data']:>6.2f}  "
-            f"{r['roc_auc']['baseline']:.4f}/{r['roc_auc']['pipeline']:.4f}"
-        )
-    by_rows = {r["rows"]: r for r in results}
-    if 4_000_000 in by_rows and 8_000_000 in by_rows:
-        scaling = by_rows[8_000_000]["seconds"]["b"] / by_rows[4_000_000]["seconds"]["b"]
-        lines.append(f"8M/4M cold time: {scaling:.2f}")
+        for mode, m in r["modes"].items():
+            s, q = m["seconds"], m["ratios"]
+            lines.append(
+                f"{r['rows']:>10,} {mode:>9} {r['baseline_seconds']:>7.1f} {s['b']:>7.1f} "
+                f"{s['c']:>7.1f} {s['d']:>7.1f} {s['e']:>7.1f} {s['f']:>7.1f} {s['g']:>7.1f} "
+                f"{q['cold/baseline']:>5.2f} {q['warm/cold']:>6.3f} {q['new file/cold']:>5.2f} "
+                f"{q['2000 files/16 files']:>5.2f} {q['1 file/16 files']:>5.2f} "
+                f"{q['train/baseline train']:>6.2f} {q['peak memory/data']:>5.2f}  "
+                f"{r['baseline_roc_auc']:.4f}/{m['roc_auc']['b'] or 0:.4f}"
+            )
     lines.append("targets at 4M rows: " + ", ".join(f"{k} <= {v}" for k, v in TARGETS.items()))
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1M,2M,4M,8M")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", default="1M,4M")
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--work", default=".mlops/bench")
     parser.add_argument("--out", default=".mlops/bench/results.json")
     args = parser.parse_args()
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     results = []
-    with prefect_server(str(work / "prefect")) as api:
-        env = {
-            **os.environ,
-            "PREFECT_API_URL": api,
-            "PREFECT_HOME": str(work / "prefect"),
-            "PREFECT_LOGGING_LEVEL": "WARNING",
+    quiet = {"PREFECT_LOGGING_LEVEL": "WARNING"}
+    with prefect_server(str(work / "prefect-server")) as api:
+        envs = {
+            # No PREFECT_API_URL: each run starts the ephemeral API, as `mlops run` does.
+            "embedded": {
+                **{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"},
+                "PREFECT_HOME": str(work / "prefect-embedded"),
+                **quiet,
+            },
+            "server": {
+                **os.environ,
+                "PREFECT_API_URL": api,
+                "PREFECT_HOME": str(work / "prefect-server"),
+                **quiet,
+            },
         }
         for size in args.sizes.split(","):
-            result = bench_size(parse_size(size), repeats=args.repeats, work=work, env=env)
+            result = bench_size(parse_size(size), repeats=args.repeats, work=work, envs=envs)
             results.append(result)
-            print(table([result]).splitlines()[-2], flush=True)
+            print("\n".join(table([result]).splitlines()[2:-1]), flush=True)
     print(table(results))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"results": results, "targets": TARGETS}, indent=2))
