@@ -13,9 +13,12 @@ import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from tasks.errors import LakeError
+from tasks.ingest.landing import source_format
 from tasks.ingest.plan import plan_ingest, split_id
 from tasks.ingest.read import HASH_CHUNK_BYTES
 from tasks.ingest.versions import load_version
@@ -25,8 +28,8 @@ from tasks.spec import DatasetSpec
 from tasks.storage import open_file
 
 logger = logging.getLogger(__name__)
-# Files hashed at once when adopting a 0.1 lake (reads are I/O-bound).
-HASH_THREADS = 8
+# Files hashed (adopting a 0.1 lake) or footers read at once: I/O-bound.
+HASH_THREADS = 16
 
 
 def index_path(lake: Lake, dataset: str, source: str) -> str:
@@ -107,8 +110,30 @@ def plan_ingestion(
 ) -> IngestPlan:
     """The run's plan from what the lake remembers of ``source`` (see ``plan.py``);
     ``refresh`` forgets it: every file is read again."""
-    if refresh:
-        return plan_ingest(files, spec, index=None)
-    index = read_index(lake, spec, source)
-    adopted = adopt_release_0_1(lake, spec, files) if index is None else []
-    return plan_ingest(files, spec, index=index, adopted=adopted)
+    index = None if refresh else read_index(lake, spec, source)
+    adopted = adopt_release_0_1(lake, spec, files) if index is None and not refresh else []
+    plan = plan_ingest(files, spec, index=index, adopted=adopted)
+    # The files to read, packed by what their Parquet footers say they decode to.
+    decoded = parquet_sizes([f for s in plan.todo for f in s.files])
+    return plan_ingest(files, spec, index=index, adopted=adopted, decoded=decoded)
+
+
+def parquet_sizes(files: list[LandingFile]) -> dict[str, int]:
+    """Each Parquet file's uncompressed size, from its footer (one small read per file): a
+    better estimate than its size on disk. A footer that cannot be read is left to the
+    estimate (ingesting the file will say what is wrong with it)."""
+    parquet = [f for f in files if source_format(f.uri) == "parquet"]
+    if not parquet:
+        return {}
+
+    def size(file: LandingFile) -> int | None:
+        try:
+            with open_file(file.uri, "rb") as fh:
+                meta = pq.read_metadata(fh)
+        except (OSError, ValueError, pa.ArrowException):
+            return None
+        return sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+
+    with ThreadPoolExecutor(max_workers=min(HASH_THREADS, len(parquet))) as pool:
+        sizes = list(pool.map(size, parquet))
+    return {f.uri: s for f, s in zip(parquet, sizes, strict=True) if s is not None}

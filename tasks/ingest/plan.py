@@ -13,6 +13,7 @@ number of splits, tasks and workers follows the bytes, not the number of files.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from tasks.ingest.landing import source_format
@@ -27,8 +28,11 @@ SPLIT_FORMAT = 1
 DECODED_PER_BYTE = {"csv": 1.0, "csv.gz": 4.0, "parquet": 3.0}
 
 
-def estimated_bytes(file: LandingFile) -> int:
-    """About how large ``file``'s rows are once decoded."""
+def estimated_bytes(file: LandingFile, decoded: Mapping[str, int] | None = None) -> int:
+    """About how large ``file``'s rows are once decoded: as measured (``decoded``, e.g. from
+    a Parquet footer), else from its size on disk and format."""
+    if decoded and file.uri in decoded:
+        return decoded[file.uri]
     return math.ceil(file.bytes * DECODED_PER_BYTE.get(source_format(file.uri) or "", 1.0))
 
 
@@ -44,7 +48,9 @@ def split_id(files: list[LandingFile], spec: DatasetSpec) -> str:
     )
 
 
-def pack(files: list[LandingFile], spec: DatasetSpec) -> list[Split]:
+def pack(
+    files: list[LandingFile], spec: DatasetSpec, decoded: Mapping[str, int] | None = None
+) -> list[Split]:
     """``files`` in landing order, grouped into splits of about one partition each."""
     target = spec.ingest.partition_bytes
     splits: list[Split] = []
@@ -58,7 +64,7 @@ def pack(files: list[LandingFile], spec: DatasetSpec) -> list[Split]:
         group, size = [], 0
 
     for file in sorted(files, key=lambda f: f.uri):
-        estimate = estimated_bytes(file)
+        estimate = estimated_bytes(file, decoded)
         if estimate >= target:
             # Cut into pieces as it is read, in a split of its own (one task per large file).
             close()
@@ -90,12 +96,13 @@ def plan_ingest(
     index: LandingIndex | None,
     adopted: list[SplitOutcome] | None = None,
     now: datetime | None = None,
+    decoded: Mapping[str, int] | None = None,
 ) -> IngestPlan:
     """Keep the splits of ``index`` whose files are unchanged (and that have not expired
     by ``now``); pack every other file.
 
     ``adopted``: one-file splits made from a 0.1 lake's partitions whose file was re-hashed
-    and found unchanged (``index.py``).
+    and found unchanged (``index.py``); ``decoded``: measured decoded sizes by URI.
     """
     listed = {f.uri: f for f in files}
     moment = now or datetime.now(UTC)
@@ -109,7 +116,7 @@ def plan_ingest(
     kept += adopted or []
     taken = {f.uri for outcome in kept for f in outcome.files}
     free = [f for f in files if f.uri not in taken]
-    return IngestPlan(kept=kept, todo=pack(free, spec), adopted=len(adopted or []))
+    return IngestPlan(kept=kept, todo=pack(free, spec, decoded), adopted=len(adopted or []))
 
 
 def run_outcomes(

@@ -120,3 +120,14 @@ def test_an_index_of_other_settings_is_not_used(spec: DatasetSpec) -> None:
     assert plan_ingest(files, other, index=index).kept == []
     rows = with_ingest(spec, partition_rows=100)
     assert plan_ingest(files, rows, index=index).kept == []
+
+
+def test_measured_sizes_replace_the_estimate(spec: DatasetSpec) -> None:
+    files = [landing(f"p-{i}.parquet", MiB) for i in range(6)]
+    # Estimated at 3 MiB each: three per partition of 10 MiB.
+    assert [len(s.files) for s in pack(files, spec)] == [3, 3]
+    # Their footers say 1 MiB each (floats barely compress): all six fit in one.
+    measured = {f.uri: MiB for f in files}
+    assert [len(s.files) for s in plan_ingest(files, spec, index=None, decoded=measured).todo] == [
+        6
+    ]
