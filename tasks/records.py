@@ -25,8 +25,8 @@ class Segment(BaseModel):
     # The store's identity of the file's bytes when it was read (None: written by 0.1,
     # which kept only the content hash).
     tag: str | None = None
-    # Distinct values of category columns and of a classification target in these rows
-    # (0.1 kept them per partition only).
+    # Distinct values of category columns and of a classification target in these rows,
+    # per column where they are fewer than the partition's (else the partition's hold).
     distinct: dict[str, list[str]] = Field(default_factory=dict)
 
     @property

@@ -224,7 +224,10 @@ class PartitionWriter:
         refs, new = [], []
         for written in self.written:
             segments, start = [], 0
-            for file, reader, file_start, rows, distinct in written.pieces:
+            for file, reader, file_start, rows, found in written.pieces:
+                # Only what a file lacks of the partition's values is worth keeping per file
+                # (the manifest of 2,000 files packed together stays small).
+                distinct = {c: v for c, v in found.items() if v != written.distinct.get(c)}
                 segments.append(
                     Segment(
                         source_uri=file.uri,

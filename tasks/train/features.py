@@ -43,11 +43,12 @@ def accepted_distinct(
     for partition in version.partitions:
         if partition.partition_id not in wanted:
             continue
-        # 0.1 kept distinct values per partition only (one file each).
-        if not any(s.distinct for s in partition.segments):
+        kept = [s for s in partition.segments if s.source_uri not in rejected_files]
+        if len(kept) == len(partition.segments):
             sources = [partition.distinct]
         else:
-            sources = [s.distinct for s in partition.segments if s.source_uri not in rejected_files]
+            # A segment keeps a column's values only where it has fewer than the partition.
+            sources = [{**partition.distinct, **s.distinct} for s in kept]
         for distinct in sources:
             for column, values in distinct.items():
                 seen.setdefault(column, set()).update(values)

@@ -10,6 +10,7 @@ from tasks.train.distributed import train_distributed
 from tasks.train.features import (
     LABEL_COLUMN,
     SPLIT_COLUMN,
+    accepted_distinct,
     feature_layout,
     prepare_frame,
     split_codes,
@@ -98,20 +99,33 @@ def test_layout_from_manifest_and_single_class_target(ingested) -> None:
     one_class = ingested.version.model_copy(
         update={
             "partitions": [
-                p.model_copy(
-                    update={
-                        "segments": [
-                            s.model_copy(update={"distinct": {**s.distinct, "churned": ["True"]}})
-                            for s in p.segments
-                        ]
-                    }
-                )
+                p.model_copy(update={"distinct": {**p.distinct, "churned": ["True"]}})
                 for p in ingested.version.partitions
             ]
         }
     )
     with pytest.raises(TrainingError, match=r"target 'churned' has 1 class\(es\) \(True\)"):
         feature_layout(ingested.spec, one_class, ingested.report.accepted)
+
+
+def test_a_rejected_files_values_leave_the_layout(ingested) -> None:
+    """A category or class only a rejected file had is not the model's."""
+    first = ingested.version.partitions[0]
+    segments = [
+        # This file lacks two of the partition's contracts; the other has them all.
+        first.segments[0].model_copy(update={"distinct": {"contract": ["one-year"]}}),
+        first.segments[0].model_copy(
+            update={"source_uri": "file:///other.csv", "start": first.rows, "distinct": {}}
+        ),
+    ]
+    packed = first.model_copy(update={"segments": segments, "rows": 2 * first.rows})
+    version = ingested.version.model_copy(update={"partitions": [packed]})
+    accepted = [packed.partition_id]
+    assert accepted_distinct(version, accepted)["contract"] == set(packed.distinct["contract"])
+    kept = accepted_distinct(version, accepted, rejected_files={"file:///other.csv"})
+    assert kept["contract"] == {"one-year"} and kept["churned"] == set(packed.distinct["churned"])
+    every = accepted_distinct(version, accepted, rejected_files={segments[0].source_uri})
+    assert every["contract"] == set(packed.distinct["contract"])
 
 
 def test_plan_refuses_a_failed_report_and_is_content_addressed(ingested) -> None:
