@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from flows.ingest import ingest_flow
 from flows.validate import validate_flow
 from tasks.errors import SourceError, ValidationFailed
 from tests.support.artifacts import read_artifact
+from tests.support.paths import DEMO_SPEC
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -99,3 +101,35 @@ def test_validate_fails_below_threshold_naming_every_rejected_file(
     for name in ["0001.csv.gz", "0002.parquet", "0003.csv", "0004.csv.gz"]:
         assert f"customers-{name}" in message
     assert list((Path(lake) / "datasets" / "customers" / "validations").glob("*.json"))
+
+
+def test_a_removed_file_rereads_only_its_split_and_a_new_one_only_itself(
+    spec_variant, demo_source: Path, tmp_path: Path, lake: str
+) -> None:
+    # Partitions of 64 KiB: each of the four files is a split of its own.
+    spec = spec_variant(ingest={"partition_size": "64KiB"})
+    landing = tmp_path / "landing"
+    shutil.copytree(demo_source, landing)
+    first = ingest_flow(spec=spec, source=str(landing), lake=lake)
+    assert first.files_read == 4 and len(first.version.files) == 4
+    (landing / "customers-0001.csv.gz").unlink()
+    removed = ingest_flow(spec=spec, source=str(landing), lake=lake)
+    # Its own split is gone; the other splits are kept, without reading a byte.
+    assert removed.files_read == 0 and removed.new_partitions == []
+    assert len(removed.version.files) == 3 and removed.version.rows == 4500
+    assert removed.version.version != first.version.version
+    shutil.copy(demo_source / "customers-0001.csv.gz", landing / "customers-0009.csv.gz")
+    added = ingest_flow(spec=spec, source=str(landing), lake=lake)
+    assert added.files_read == 1 and added.version.rows == 6000
+    # The same rows under another name and place in the landing order: the same partitions
+    # (a whole file's pieces are named by its bytes and row ranges).
+    assert sorted(p.partition_id for p in added.version.partitions) == sorted(
+        p.partition_id for p in first.version.partitions
+    )
+
+    # With the default size the four files are one split: removing one re-reads the others.
+    packed = ingest_flow(spec=str(DEMO_SPEC), source=str(landing), lake=lake)
+    assert packed.files_read == 4 and len(packed.version.partitions) == 1
+    (landing / "customers-0000.csv").unlink()
+    again = ingest_flow(spec=str(DEMO_SPEC), source=str(landing), lake=lake)
+    assert again.files_read == 3 and again.version.rows == 4500

@@ -163,7 +163,7 @@ def test_a_store_failure_is_retried_not_blamed_on_the_file(
     monkeypatch.setattr(LocalFileSystem, "cat_file", refuse)
     monkeypatch.setattr(LocalFileOpener, "read", refuse)
     root = tmp_path / "lake"
-    with pytest.raises(read.LandingReadError, match="f.csv: could not read"):
+    with pytest.raises(read.LandingReadError, match=r"f\.csv: could not read"):
         ingest_paths([path], spec, Lake(str(root)))
     assert not (root / "datasets" / "customers" / "quarantine").exists()
     assert no_temporaries(root)
