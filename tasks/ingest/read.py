@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -176,21 +177,25 @@ class FileReader:
         elif self.format == "parquet":
             yield from self._parquet_stream(fs, path)
         else:
-            yield from self._csv_stream(fs, path)
+            yield from self._csv_stream(lambda: fs.open(path, "rb"))
         if self.rows == 0:
             raise PartitionError(f"{uri}: file has a header but no rows")
 
     # Small files: one request, parsed from memory ------------------------------------------
     def _whole(self, data: bytes) -> Iterator[pa.Table]:
-        self.sha256 = hashlib.sha256(data).hexdigest()
         if not data:
             raise PartitionError(f"{self.file.uri}: file is empty")
+        if self.format == "csv.gz":
+            # Decompressed as a stream all the same: a few compressed megabytes can hold
+            # gigabytes of text.
+            yield from self._csv_stream(lambda: io.BytesIO(data))
+            return
+        self.sha256 = hashlib.sha256(data).hexdigest()
         try:
             if self.format == "parquet":
                 table = pq.read_table(pa.BufferReader(data))
             else:
-                text = gzip.decompress(data) if self.format == "csv.gz" else data
-                table = pacsv.read_csv(pa.BufferReader(text), convert_options=self._convert())
+                table = pacsv.read_csv(pa.BufferReader(data), convert_options=self._convert())
         except READ_ERRORS as err:
             raise self._damaged(err) from None
         table = table if self.format == "parquet" else csv_nulls(table, self.spec)
@@ -201,9 +206,9 @@ class FileReader:
             yield self._cast(table.slice(start, step))
 
     # Large files: streamed ----------------------------------------------------------------
-    def _csv_stream(self, fs: Any, path: str) -> Iterator[pa.Table]:
+    def _csv_stream(self, opener: Callable[[], Any]) -> Iterator[pa.Table]:
         with ExitStack() as stack:
-            raw = _storage("open", self.file.uri, lambda: fs.open(path, "rb"))
+            raw = _storage("open", self.file.uri, opener)
             hashing = HashingReader(stack.enter_context(raw), self.file.uri)
             text: Any = hashing
             if self.format == "csv.gz":
@@ -214,16 +219,8 @@ class FileReader:
                     read_options=pacsv.ReadOptions(block_size=self.block_bytes, use_threads=False),
                     convert_options=self._convert(),
                 )
-                header = reader.schema.names
-                while True:
-                    try:
-                        batch = reader.read_next_batch()
-                    except StopIteration:
-                        break
-                    table = pa.Table.from_batches([batch])
-                    if table.column_names != header:
-                        raise PartitionError(f"{self.file.uri}: the header changes mid-file")
-                    yield self._cast(csv_nulls(table, self.spec))
+                for batch in reader:
+                    yield self._cast(csv_nulls(pa.Table.from_batches([batch]), self.spec))
             except LandingReadError:
                 raise
             except READ_ERRORS as err:

@@ -167,3 +167,23 @@ def test_a_store_failure_is_retried_not_blamed_on_the_file(
         ingest_paths([path], spec, Lake(str(root)))
     assert not (root / "datasets" / "customers" / "quarantine").exists()
     assert no_temporaries(root)
+
+
+def test_a_small_gzip_file_of_much_text_is_decompressed_as_a_stream(
+    spec: DatasetSpec,
+    frame,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """A few compressed kilobytes can hold megabytes of rows: cut as they are inflated."""
+    header, body = encode(frame.head(100), "csv").split(b"\n", 1)
+    text = header + b"\n" + body * 200  # 20,000 rows of a repeated block
+    path = write(tmp_path / "dense.csv.gz", gzip.compress(text, mtime=0))
+    assert path.stat().st_size <= read.WHOLE_FILE_BYTES < len(text)
+    outcome = ingest_paths([path], spec, Lake(str(tmp_path / "lake")))
+    assert sum(p.rows for p in outcome.partitions) == 20_000 and len(outcome.partitions) >= 3
+    for piece in outcome.partitions:
+        table = pq.read_table(piece.uri.removeprefix("file://"))
+        assert table.nbytes < 2 * spec.ingest.partition_bytes
+    assert {s.sha256 for p in outcome.partitions for s in p.segments} == {
+        hashlib.sha256(path.read_bytes()).hexdigest()
+    }
