@@ -39,6 +39,7 @@ WHOLE_FILE_BYTES = 8 * 2**20
 CSV_BLOCK_BYTES = 2**20
 PARQUET_BATCH_ROWS = 128 * 1024
 HASH_CHUNK_BYTES = 8 * 2**20
+PARQUET_BUFFER_BYTES = 8 * 2**20
 # Small files fetched ahead of the one being parsed: at most this many, of these bytes.
 PREFETCH_FILES = 64
 PREFETCH_BYTES = 64 * 2**20
@@ -241,7 +242,10 @@ class FileReader:
         self.sha256 = hashing.hexdigest()
         try:
             with _storage("open", uri, lambda: fs.open(path, "rb")) as raw:
-                parquet = pq.ParquetFile(StoreFile(raw, uri))
+                # Buffered, page by page: memory follows the batch, not the row group.
+                parquet = pq.ParquetFile(
+                    StoreFile(raw, uri), buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False
+                )
                 for group in range(parquet.num_row_groups):
                     first = self.rows
                     # Batches of about a CSV block, so the writer can cut where it needs to.
