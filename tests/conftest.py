@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.support.paths import DEMO_SPEC
+from tests.support.processes import forkserver_pid
 
 # Before anything imports Prefect: keep its state out of ~/.prefect, give the temporary
 # API server time to migrate on a slow machine, and keep telemetry off the network.
@@ -97,8 +98,9 @@ def dask_client() -> Iterator[Any]:
         yield client
 
 
-def _leftover_processes(timeout: float = 15) -> list[str]:
-    """Child processes of this test run still alive ``timeout`` s after the last test."""
+def _leftover_processes(ignore: set[int], timeout: float = 15) -> list[str]:
+    """Child processes of this test run (but ``ignore``) still alive ``timeout`` s after the
+    last test."""
     import time
 
     import psutil
@@ -108,7 +110,7 @@ def _leftover_processes(timeout: float = 15) -> list[str]:
         alive = []
         for child in psutil.Process().children(recursive=True):
             try:
-                if child.status() != psutil.STATUS_ZOMBIE:
+                if child.pid not in ignore and child.status() != psutil.STATUS_ZOMBIE:
                     alive.append(f"{child.pid}: {' '.join(child.cmdline())[:160]}")
             except psutil.Error:
                 continue
@@ -122,10 +124,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     every cluster and server a test starts must be gone when its fixture or stage ends."""
     import multiprocessing.resource_tracker
 
-    # Its resource tracker lives as long as this interpreter, by design.
+    # Its resource tracker and forkserver (local Dask workers are forked from it) live as
+    # long as this interpreter, by design.
     tracker = getattr(multiprocessing.resource_tracker, "_resource_tracker", None)
-    tracker_pid = getattr(tracker, "_pid", None)
-    leftover = [p for p in _leftover_processes() if not p.startswith(f"{tracker_pid}:")]
+    lifelong = {getattr(tracker, "_pid", None), forkserver_pid()} - {None}
+    leftover = _leftover_processes(lifelong)
     if leftover:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:

@@ -10,11 +10,13 @@ when the stage first needs it and closed when the stage ends, on success and on 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
+import dask
 from distributed import Client, LocalCluster
 from prefect import get_run_logger, task
 from prefect.client.orchestration import get_client
@@ -151,6 +153,8 @@ class StageTaskRunner(DaskTaskRunner):
 
         plan = self.plan or self._prepare()
         target: Any = plan.address
+        if plan.mode == "local" and plan.cluster_kwargs.get("processes", True):
+            self._exit_stack.enter_context(forked_workers())
         if plan.mode != "address":
             start = LocalCluster if plan.mode == "local" else start_kube_cluster
             # Entered on the runner's exit stack: closed when the stage ends, however it ends.
@@ -244,6 +248,24 @@ class StageTaskRunner(DaskTaskRunner):
                 f"within {self.plan.worker_timeout:g} s"
             ) from None
         return client
+
+
+@contextmanager
+def forked_workers() -> Iterator[None]:
+    """Local worker processes forked from a forkserver, not spawned afresh.
+
+    A spawned worker starts a new interpreter and imports pandas, pyarrow and Dask before
+    its first task, for every worker of every stage. Dask's forkserver is a fresh process
+    too (no threads or state of this one are inherited, unlike ``fork``), so it is as safe;
+    it imports those once (Dask preloads them) and lives as long as this process, so later
+    stages' workers start in a fraction of the time. Where there is no forkserver (Windows),
+    workers are spawned as usual.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        yield
+        return
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        yield
 
 
 def flow_run_labels(stage: str, context: Any) -> dict[str, str]:

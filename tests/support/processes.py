@@ -30,15 +30,26 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], *, what: str) -> 
             time.sleep(0.2)
 
 
+def forkserver_pid() -> int | None:
+    """The multiprocessing forkserver of this process, if one was started (local Dask
+    workers are forked from it; it lives as long as this process)."""
+    import multiprocessing.forkserver
+
+    return getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
+
+
 def dask_worker_processes() -> set[int]:
-    """This test process's Dask worker processes (a LocalCluster spawns them)."""
+    """This test process's Dask worker processes (a LocalCluster forks or spawns them)."""
+    server = forkserver_pid()
     found = set()
     for child in psutil.Process().children(recursive=True):
         try:
             cmdline = " ".join(child.cmdline())
         except psutil.Error:
             continue
-        if "multiprocessing" in cmdline and "spawn_main" in cmdline:
+        spawned = "multiprocessing" in cmdline and "spawn_main" in cmdline
+        forked = "multiprocessing.forkserver" in cmdline and child.pid != server
+        if spawned or forked:
             found.add(child.pid)
     return found
 
