@@ -153,12 +153,16 @@ class StageTaskRunner(DaskTaskRunner):
 
         plan = self.plan or self._prepare()
         target: Any = plan.address
-        if plan.mode == "local" and plan.cluster_kwargs.get("processes", True):
+        kwargs = plan.cluster_kwargs
+        if plan.mode == "local" and kwargs.get("processes", True):
             self._exit_stack.enter_context(forked_workers())
+            # A forked worker inherits the forkserver's environment, from when it started:
+            # hand it this process's as it is now (what a spawned worker would inherit).
+            kwargs = {**kwargs, "env": {**os.environ, **kwargs.get("env", {})}}
         if plan.mode != "address":
             start = LocalCluster if plan.mode == "local" else start_kube_cluster
             # Entered on the runner's exit stack: closed when the stage ends, however it ends.
-            self._cluster = self._exit_stack.enter_context(start(**plan.cluster_kwargs))
+            self._cluster = self._exit_stack.enter_context(start(**kwargs))
             if plan.adapt_kwargs:
                 adapting = self._cluster.adapt(**plan.adapt_kwargs)
                 if asyncio.iscoroutine(adapting):

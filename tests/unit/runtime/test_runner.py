@@ -142,3 +142,24 @@ def test_cluster_names_are_unique_per_flow_run_and_valid_for_kubernetes() -> Non
     for stage in ("ingest", "validate", "train", "promote"):
         validate_cluster_name(cluster_name(stage, RUN_ID))
         validate_cluster_name(cluster_name(stage, None))
+
+
+@pytest.mark.timeout(120)
+def test_local_workers_see_the_environment_as_it_is_when_their_stage_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Workers are forked from a forkserver started by an earlier stage: they must still see
+    what this process's environment holds now (e.g. credentials set since)."""
+    import os
+
+    for value in ("first", "second"):
+        monkeypatch.setenv("MLOPS_TEST_MARK", value)
+        runner = StageTaskRunner(
+            stage="validate",
+            cluster=DaskClusterConfig(max_workers=1, adaptive=False),
+            partitions=2,
+        )
+        with runner:
+            # Read in the worker (a bound os.environ.get would carry this process's copy).
+            seen = runner.client.run(lambda: os.environ.get("MLOPS_TEST_MARK"))
+        assert set(seen.values()) == {value}
