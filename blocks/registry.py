@@ -3,6 +3,7 @@
 Layout under ``<lake>/models/<name>/``::
 
     versions/<version>/model.ubj       XGBoost UBJSON (never pickle)
+    versions/<version>/profile.json    its training profile (for drift), before the metadata
     versions/<version>/metadata.json   written last: a version without it does not exist
     aliases.json                       {"champion": ..., "history": [...]}, replaced atomically
     decisions/<time>-<candidate>.json  one record per promotion decision, never rewritten
@@ -17,7 +18,7 @@ from pydantic import Field
 
 from tasks.errors import RegistryError
 from tasks.lake import Lake
-from tasks.records import ModelMetadata, PromotionDecision, utcnow
+from tasks.records import DataProfile, ModelMetadata, PromotionDecision, utcnow
 
 if TYPE_CHECKING:
     import xgboost
@@ -62,17 +63,29 @@ class ModelRegistry(Block):
                 found.append(self.metadata(name, version))
         return sorted(found, key=lambda m: m.created_at)
 
-    def register(self, metadata: ModelMetadata, model: bytes) -> str:
-        """Store a new version; versions are immutable, so an existing one is refused."""
+    def register(
+        self, metadata: ModelMetadata, model: bytes, *, profile: DataProfile | None = None
+    ) -> str:
+        """Store a new version (model, training profile, then the metadata that commits it);
+        versions are immutable, so an existing one is refused."""
         name, version = metadata.model_name, metadata.version
         if self.has_version(name, version):
             raise RegistryError(
                 f"model '{name}' version '{version}' already exists; versions are immutable"
             )
         self._lake.write_bytes(self._path(name, "versions", version, "model.ubj"), model)
+        if profile is not None:
+            self._lake.write_json(self._path(name, "versions", version, "profile.json"), profile)
         # The metadata is the commit marker: readers ignore a version until it is there.
         self._lake.write_json(self._path(name, "versions", version, "metadata.json"), metadata)
         return self.model_uri(name, version)
+
+    def profile(self, name: str, version: str) -> DataProfile | None:
+        """The version's training profile; None for a model registered without one (0.1)."""
+        path = self._path(name, "versions", version, "profile.json")
+        if not self._lake.exists(path):
+            return None
+        return DataProfile.model_validate(self._lake.read_json(path))
 
     def load_booster(self, name: str, version: str) -> xgboost.Booster:
         import xgboost

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from distributed import Client
 
 from tasks.errors import TrainingError
-from tasks.records import FeatureLayout
+from tasks.records import DataProfile, FeatureLayout
 from tasks.storage import open_file
 from tasks.train.checkpoint import (
     Checkpoints,
@@ -30,6 +30,7 @@ from tasks.train.checkpoint import (
 )
 from tasks.train.features import LABEL_COLUMN, SPLIT_COLUMN, SPLITS, prepare_frame
 from tasks.train.metrics import evaluate
+from tasks.train.profile import training_profile
 from tasks.train.progress import progress_callback
 
 # XGBoost and dask.dataframe take seconds to import: the functions that use them import
@@ -139,9 +140,24 @@ def score_each(
     split: str,
 ) -> list[dict[str, float]]:
     """Metrics of each booster on one split of a prepared frame (its labels gathered once)."""
+    return [metrics for metrics, _ in evaluate_each(client, boosters, prepared, layout, split)]
+
+
+def evaluate_each(
+    client: Client,
+    boosters: list[xgboost.Booster],
+    prepared: dd.DataFrame,
+    layout: FeatureLayout,
+    split: str,
+) -> list[tuple[dict[str, float], np.ndarray]]:
+    """Metrics and predictions of each booster on one split of a prepared frame."""
     rows = client.persist(prepared[prepared[SPLIT_COLUMN] == SPLITS[split]])
     y_true = np.asarray(client.compute(rows[LABEL_COLUMN]).result())
-    return [evaluate(layout.task, y_true, predict(client, b, rows, layout)) for b in boosters]
+    scored = []
+    for booster in boosters:
+        predictions = predict(client, booster, rows, layout)
+        scored.append((evaluate(layout.task, y_true, predictions), predictions))
+    return scored
 
 
 @dataclass(frozen=True)
@@ -156,6 +172,7 @@ class TrainedModel:
     timings: dict[str, float]
     resumed_from_round: int | None = None
     base_metrics: dict[str, float] = field(default_factory=dict)
+    profile: DataProfile | None = None
 
 
 def train_distributed(
@@ -172,6 +189,7 @@ def train_distributed(
     base: xgboost.Booster | None = None,
     train_uris: list[str] | None = None,
     excluded: Mapping[str, Sequence[Sequence[int]]] | None = None,
+    profile_bins: int = 10,
 ) -> TrainedModel:
     """Train with xgboost.dask on the client's cluster and evaluate on the test split.
 
@@ -182,6 +200,10 @@ def train_distributed(
     ``train_uris`` only; early stopping and the test metrics still use the validation and
     test rows of all ``uris``. ``excluded`` rows (of rejected landing files, by partition
     URI) are never read into training.
+
+    The model's training profile (``profile.py``) is computed on the cluster from the rows
+    it was fitted on (a warm start: from every partition's validation rows, a hash sample of
+    the same data, as the new train rows alone would profile the new files only).
     """
     from xgboost import dask as dxgb
 
@@ -253,11 +275,22 @@ def train_distributed(
     if best_iteration + 1 < rounds:
         booster = booster[: best_iteration + 1]
     started = time.perf_counter()
-    metrics, *base_scores = score_each(
+    (metrics, test_predictions), *base_scores = evaluate_each(
         client, [booster, *([base] if base is not None else [])], prepared, layout, "test"
     )
-    base_metrics = base_scores[0] if base_scores else {}
+    base_metrics = base_scores[0][0] if base_scores else {}
     timings["evaluate_seconds"] = time.perf_counter() - started
+    started = time.perf_counter()
+    profile = training_profile(
+        client,
+        prepared,
+        layout,
+        split_code=SPLITS["validation"] if warm else SPLITS["train"],
+        rows_of="validation" if warm else "train",
+        test_predictions=test_predictions,
+        bins=profile_bins,
+    )
+    timings["profile_seconds"] = time.perf_counter() - started
     return TrainedModel(
         booster=booster,
         history=history,
@@ -269,4 +302,5 @@ def train_distributed(
         workers=len(client.scheduler_info()["workers"]),
         timings=timings,
         base_metrics=base_metrics,
+        profile=profile,
     )

@@ -71,6 +71,7 @@ def train_and_register(
         base=registry.load_booster(spec.name, warm.base_version) if warm else None,
         train_uris=warm.new_partitions if warm else None,
         excluded=plan.excluded,
+        profile_bins=spec.monitoring.bins,
     )
     metadata = ModelMetadata(
         model_name=spec.name,
@@ -100,7 +101,9 @@ def train_and_register(
         warm_start=warm.model_copy(update={"base_metrics": trained.base_metrics}) if warm else None,
         importance=gain_importance(trained.booster),
     )
-    registry.register(metadata, bytes(trained.booster.save_raw(raw_format="ubj")))
+    registry.register(
+        metadata, bytes(trained.booster.save_raw(raw_format="ubj")), profile=trained.profile
+    )
     # Registered: the version exists, so nothing will resume these any more.
     checkpoints.clear()
     return candidate_from(metadata, registry=registry, reused=False)

@@ -39,7 +39,11 @@ def test_train_registers_a_ubjson_model_with_full_metadata_and_reuses_it(
     assert candidate.metrics["roc_auc"] > 0.8
     assert candidate.rows["train"] > candidate.rows["test"] > 0
     folder = Path(validated) / "models" / "customers" / "versions" / candidate.version
-    assert sorted(p.name for p in folder.iterdir()) == ["metadata.json", "model.ubj"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "metadata.json",
+        "model.ubj",
+        "profile.json",
+    ]
     meta = json.loads((folder / "metadata.json").read_text())
     assert meta["dataset_version"] == candidate.dataset_version
     assert meta["xgboost_version"] == xgboost.__version__
