@@ -72,8 +72,20 @@ def cast_column(array: pa.ChunkedArray, column: ColumnSpec) -> pa.ChunkedArray:
     return pc.cast(array, ARROW_TYPES[column.type])
 
 
-def cast_to_schema(table: pa.Table, *, spec: DatasetSpec, uri: str) -> tuple[pa.Table, list[str]]:
-    """The table with exactly the spec's columns, in order and typed; plus columns dropped."""
+def arrow_type(column: ColumnSpec) -> pa.DataType:
+    """The Arrow type a column is cast to."""
+    if column.type == "category":
+        return pa.dictionary(pa.int32(), pa.string())
+    return ARROW_TYPES[column.type]
+
+
+def cast_to_schema(
+    table: pa.Table, *, spec: DatasetSpec, uri: str, optional: frozenset[str] = frozenset()
+) -> tuple[pa.Table, list[str]]:
+    """The table with exactly the spec's columns, in order and typed; plus columns dropped.
+
+    A missing ``optional`` column (the target, at scoring) is all nulls.
+    """
     # Arrow builds the list of names anew on each access: read it once.
     names = table.column_names
     present = set(names)
@@ -82,7 +94,7 @@ def cast_to_schema(table: pa.Table, *, spec: DatasetSpec, uri: str) -> tuple[pa.
         raise PartitionError(
             f"{uri}: column(s) {', '.join(map(repr, repeated))} appear more than once"
         )
-    missing = [name for name in spec.columns if name not in present]
+    missing = [name for name in spec.columns if name not in present and name not in optional]
     if missing:
         raise PartitionError(
             f"{uri}: missing column(s) {', '.join(repr(m) for m in missing)} "
@@ -90,6 +102,9 @@ def cast_to_schema(table: pa.Table, *, spec: DatasetSpec, uri: str) -> tuple[pa.
         )
     arrays = []
     for name, column in spec.columns.items():
+        if name not in present:
+            arrays.append(pa.chunked_array([pa.nulls(table.num_rows, arrow_type(column))]))
+            continue
         source = table.column(name)
         try:
             arrays.append(cast_column(source, column))

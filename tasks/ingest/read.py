@@ -151,10 +151,17 @@ class FileReader:
     ``rows`` and the columns it had beyond the spec's (``dropped``)."""
 
     def __init__(
-        self, file: LandingFile, spec: DatasetSpec, *, data: Future[bytes] | None = None
+        self,
+        file: LandingFile,
+        spec: DatasetSpec,
+        *,
+        data: Future[bytes] | None = None,
+        optional: frozenset[str] = frozenset(),
     ) -> None:
         self.file = file
         self.spec = spec
+        # Columns a file may lack (the target, at scoring): read as nulls.
+        self.optional = optional
         # A small file's bytes, already being fetched (see ``prefetch``).
         self.data = data
         # Tables of at most about this size, so that partitions can be cut near their size.
@@ -280,7 +287,7 @@ class FileReader:
         where = self.file.uri
         if self.rows:
             where = f"{self.file.uri} (rows from {self.rows + 1:,})"
-        cast, dropped = cast_to_schema(table, spec=self.spec, uri=where)
+        cast, dropped = cast_to_schema(table, spec=self.spec, uri=where, optional=self.optional)
         self.dropped = dropped
         self.rows += cast.num_rows
         return cast

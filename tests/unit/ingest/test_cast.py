@@ -57,3 +57,15 @@ def test_cast_errors_name_file_and_column(spec: DatasetSpec) -> None:
 def test_numbers_are_not_guessed_into_datetimes(spec: DatasetSpec) -> None:
     with pytest.raises(pa.ArrowInvalid, match="numbers have no time unit"):
         cast_column(pa.chunked_array([pa.array([1_700_000_000])]), ColumnSpec(type="datetime"))
+
+
+def test_an_optional_column_may_be_missing_and_is_all_nulls(spec: DatasetSpec) -> None:
+    frame = pd.DataFrame({name: ["1"] for name in spec.columns if name != "churned"})
+    frame["contract"] = ["one-year"]
+    frame["signup_date"] = ["2024-01-01"]
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    with pytest.raises(PartitionError, match="missing column"):
+        cast_to_schema(table, spec=spec, uri="f.csv")
+    cast, _ = cast_to_schema(table, spec=spec, uri="f.csv", optional=frozenset({"churned"}))
+    assert cast.column("churned").null_count == 1
+    assert cast.schema.field("churned").type == pa.bool_()
