@@ -2,11 +2,12 @@
 (``make lint`` checks it with import-linter, counting imports inside functions):
 
 ``pipeline``            what a whole run did: its result, stage clock and run metrics.
-``promote`` ``train`` ``validate`` ``ingest``
+``score`` ``promote`` ``train`` ``validate`` ``ingest``
                         one folder per stage, mirroring ``flows/``: plain logic modules, a
                         ``publish`` module for the stage's own artifacts and a ``tasks`` module
                         of thin Prefect tasks that the stage's flow imports. A stage may use
-                        an earlier stage (train reads validation reports), never a later one.
+                        an earlier stage (train reads validation reports; scoring reads and
+                        checks files as ingest and validate do), never a later one.
 ``runtime``             what any stage runs on and knows no stage: cluster plans and sizing
                         (pure), reachability probes, Kubernetes resources, the stage task
                         runner, caching, progress, publishing basics, Dask reports.

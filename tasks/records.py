@@ -111,7 +111,7 @@ class QuarantineRecord(BaseModel):
     """Why a landing file or a partition was set aside. Its data is kept, never deleted."""
 
     record_id: str
-    stage: Literal["ingest", "validate"]
+    stage: Literal["ingest", "validate", "score"]
     source_uri: str
     reason: str
     partition_id: str | None = None
@@ -339,6 +339,182 @@ class PromotionDecision(BaseModel):
     promoted: bool
     reason: str
     decided_at: datetime = Field(default_factory=utcnow)
+
+
+class FeatureProfile(BaseModel):
+    """One column's distribution, compact and mergeable: bins (or categories) with counts.
+
+    Numeric: ``edges`` are the inner bin edges (quantiles of the training rows), ``counts``
+    one per bin (``len(edges) + 1``: below the first edge, between each pair, from the last
+    up). Categorical: a count per category. Profiles of the same edges merge by adding counts.
+    """
+
+    kind: Literal["numeric", "categorical"]
+    rows: int = 0
+    nulls: int = 0
+    edges: list[float] = Field(default_factory=list)
+    counts: list[int] = Field(default_factory=list)
+    categories: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def null_fraction(self) -> float:
+        return self.nulls / self.rows if self.rows else 0.0
+
+
+class DataProfile(BaseModel):
+    """The distribution of a model's inputs (and of its predictions) over some rows: a model's
+    training rows (``profile.json`` beside the model) or a scoring run's rows."""
+
+    rows: int
+    features: dict[str, FeatureProfile]
+    # Positive-class probability (binary), predicted class (multiclass) or value (regression).
+    prediction: FeatureProfile | None = None
+    # Which rows: "train" (a model trained from scratch), "validation" (a warm start: every
+    # partition's validation rows, a hash sample of the same data) or "scored".
+    rows_of: str = "train"
+
+
+class ScoringModel(BaseModel):
+    """The model a scoring run uses, resolved (and checked against the spec) before any data
+    is read."""
+
+    model_name: str
+    version: str
+    model_uri: str
+    layout: FeatureLayout
+    # The model's test metrics and the one promotion compares (for the realized metric).
+    metric: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+    # The model's training profile, when it has one (models of 0.1 have none).
+    profile: DataProfile | None = None
+    # Whether the caller asked for the champion (and so which version was the champion).
+    champion: bool = False
+
+
+class ScoredSplit(BaseModel):
+    """What scoring one split of landing files made: a Parquet file of predictions, the
+    profile of the scored rows, and the files set aside."""
+
+    split_id: str
+    files: list[LandingFile]
+    model_version: str
+    predictions_uri: str | None
+    rows: int
+    profile: DataProfile
+    quarantined: list[QuarantineRecord] = Field(default_factory=list)
+    # Sums for the realized metric over the scored rows that carry the target (else empty).
+    labeled: dict[str, list[float]] = Field(default_factory=dict)
+
+
+class FeatureDrift(BaseModel):
+    """How one feature (or the prediction) of the scored rows moved from the training rows."""
+
+    feature: str
+    kind: Literal["numeric", "categorical"]
+    psi: float
+    js_distance: float
+    null_fraction_train: float
+    null_fraction_scored: float
+    # Share of the scored (non-null) values that are categories the model never saw.
+    unseen_share: float = 0.0
+    unseen: list[str] = Field(default_factory=list)
+    verdict: Literal["ok", "warn", "alert"]
+
+
+class DriftReport(BaseModel):
+    """A scoring run's rows compared with the model's training profile."""
+
+    model_name: str
+    model_version: str
+    rows: int
+    # "no-profile": the model has none; "too-few-rows": fewer than monitoring.min_rows.
+    status: Literal["ok", "warn", "alert", "no-profile", "too-few-rows"]
+    features: list[FeatureDrift] = Field(default_factory=list)
+    prediction: FeatureDrift | None = None
+    # The realized metric on scored rows that carry the target, against the model's test value.
+    metric: str | None = None
+    realized: float | None = None
+    expected: float | None = None
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    # The scored rows' profile (on the training profile's bins), for the report page.
+    scored_profile: DataProfile | None = None
+
+    @property
+    def drifted(self) -> list[str]:
+        """Features whose drift is at the alert level."""
+        return [f.feature for f in self.features if f.verdict == "alert"]
+
+
+class ScoringManifest(BaseModel):
+    """One scoring run, written last: every prediction file it stands for, one model version."""
+
+    run_id: str
+    dataset: str
+    model_name: str
+    model_version: str
+    source_uri: str
+    created_at: datetime = Field(default_factory=utcnow)
+    outputs: list[str]
+    rows: int
+    files: list[str]
+    quarantined: list[QuarantineRecord] = Field(default_factory=list)
+    drift: DriftReport
+    manifest_uri: str = ""
+
+
+class ScoringResult(BaseModel):
+    """What one ``score_flow`` run did."""
+
+    dataset: str
+    model_version: str
+    champion: bool
+    rows_scored: int
+    files_total: int
+    files_new: int
+    files_cached: int
+    files_quarantined: int
+    predictions: list[str]
+    manifest_uri: str
+    drift: DriftReport
+    quarantined: list[str] = Field(default_factory=list)
+    lake: str = ""
+
+    def summary(self) -> str:
+        """A few lines for a human at a terminal."""
+        which = "champion " if self.champion else ""
+        lines = [
+            f"model     {self.dataset}@{self.model_version} ({which.strip() or 'as named'})",
+            f"scored    {self.rows_scored:,} rows from {self.files_total} file(s): "
+            f"{self.files_new} new, {self.files_cached} cached, "
+            f"{self.files_quarantined} quarantined",
+            f"manifest  {self.manifest_uri}",
+        ]
+        drift = self.drift
+        if drift.status in ("no-profile", "too-few-rows"):
+            why = (
+                "the model has no training profile"
+                if drift.status == "no-profile"
+                else f"fewer scored rows than monitoring.min_rows ({drift.rows:,})"
+            )
+            lines.append(f"drift     not judged: {why}")
+        else:
+            lines.append(
+                f"drift     {drift.status}"
+                + (f": {', '.join(drift.drifted)}" if drift.drifted else "")
+            )
+            for f in drift.features:
+                if f.verdict != "ok":
+                    extra = f", unseen {f.unseen_share:.1%}" if f.unseen_share else ""
+                    lines.append(f"  {f.verdict:<5} {f.feature}: PSI {f.psi:.3f}{extra}")
+            if drift.prediction is not None:
+                lines.append(f"  prediction PSI {drift.prediction.psi:.3f}")
+            if drift.realized is not None and drift.metric is not None:
+                lines.append(
+                    f"  realized {drift.metric} {drift.realized:.4f} "
+                    f"(test: {drift.expected if drift.expected is not None else float('nan'):.4f})"
+                )
+        lines += [f"quarantined  {q}" for q in self.quarantined]
+        return "\n".join(lines)
 
 
 class PipelineResult(BaseModel):

@@ -184,6 +184,54 @@ class PromotionPolicy(_Strict):
     min_improvement: float = Field(0.0, ge=0.0, description="Absolute margin over the champion.")
 
 
+class ScoringSpec(_Strict):
+    """How ``mlops score`` writes predictions."""
+
+    explain: int = Field(
+        0,
+        ge=0,
+        le=50,
+        description="Top-k feature contributions per row (XGBoost's TreeSHAP, pred_contribs); "
+        "0 for none.",
+    )
+
+
+class MonitoringSpec(_Strict):
+    """When scored data counts as drifted from the model's training data.
+
+    PSI (population stability index) per feature over the training profile's bins: below
+    0.1 is usually read as no shift, 0.1-0.25 as a moderate one, above 0.25 as a major one.
+    """
+
+    psi_warn: float = Field(0.1, gt=0, description="PSI from which a feature is flagged warn.")
+    psi_alert: float = Field(
+        0.25, gt=0, description="PSI from which a feature is drifted (alert, event)."
+    )
+    unseen_alert: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Share of a categorical feature's scored values that are new categories "
+        "from which it is drifted.",
+    )
+    min_rows: int = Field(
+        1000, ge=1, description="Fewer scored rows than this are reported but not judged."
+    )
+    metric_drop: float = Field(
+        0.05,
+        gt=0,
+        description="When the scored rows carry the target: how much worse than the model's "
+        "test value the realized metric may be before it alerts.",
+    )
+    bins: int = Field(10, ge=2, le=100, description="Quantile bins per numeric feature.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MonitoringSpec:
+        if self.psi_alert < self.psi_warn:
+            raise ValueError("psi_alert must be at least psi_warn")
+        return self
+
+
 class DatasetSpec(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     description: str = ""
@@ -198,6 +246,8 @@ class DatasetSpec(_Strict):
     split: SplitSpec = SplitSpec()
     training: TrainingSpec = TrainingSpec()
     promotion: PromotionPolicy = PromotionPolicy()
+    scoring: ScoringSpec = ScoringSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
@@ -288,6 +338,11 @@ class DatasetSpec(_Strict):
                 )
         return implied + list(self.expectations)
 
+    def scoring_expectations(self) -> list[ExpectationSpec]:
+        """The expectations that do not concern the target: those run at scoring, where the
+        target is optional."""
+        return [e for e in self.all_expectations() if self.target not in expectation_columns(e)]
+
     def xgboost_params(self, *, num_class: int | None = None) -> dict[str, Any]:
         """Booster params with the task's defaults filled in (user values win)."""
         params: dict[str, Any] = {
@@ -357,6 +412,13 @@ class DatasetSpec(_Strict):
 
     def spec_hash(self) -> str:
         return stable_hash(self.model_dump(mode="json"))
+
+
+def expectation_columns(expectation: ExpectationSpec) -> list[str]:
+    """The dataset columns an expectation names in its kwargs."""
+    kwargs = expectation.kwargs
+    named = [str(kwargs[k]) for k in _COLUMN_KWARGS if k in kwargs]
+    return named + [str(c) for c in kwargs.get("column_list", [])]
 
 
 def stable_hash(obj: Any) -> str:

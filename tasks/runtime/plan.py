@@ -14,11 +14,11 @@ from blocks.cluster import ClusterMode, DaskClusterConfig, PerformanceReportMode
 from tasks.runtime.kube import dask_cluster_resource
 from tasks.runtime.sizing import size_workers, threads_per_worker
 
-Stage = Literal["ingest", "validate", "train", "promote"]
+Stage = Literal["ingest", "validate", "train", "promote", "score"]
 
 # Stages whose tasks are independent per partition; training is one XGBoost job across all
 # workers and must not lose or gain workers halfway (XGBoost is not elastic).
-ELASTIC_STAGES: frozenset[str] = frozenset({"ingest", "validate"})
+ELASTIC_STAGES: frozenset[str] = frozenset({"ingest", "validate", "score"})
 
 
 @dataclass(frozen=True)

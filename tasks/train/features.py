@@ -167,6 +167,21 @@ def _as_float(series: pd.Series, kind: str) -> pd.Series:
     return values.astype("float32")
 
 
+def model_inputs(frame: pd.DataFrame, layout: FeatureLayout) -> pd.DataFrame:
+    """The model's features of ``frame``'s rows, encoded exactly as at training: numbers as
+    float32, categories with the model's categories (one it never saw becomes missing, which
+    XGBoost scores down its default branch)."""
+    out = pd.DataFrame(index=frame.index)
+    for name in layout.features:
+        kind = layout.feature_types[name]
+        if kind == "category":
+            values = frame[name].astype("object").where(frame[name].notna(), None)
+            out[name] = pd.Categorical(values, categories=layout.categories[name])
+        else:
+            out[name] = _as_float(frame[name], kind)
+    return out
+
+
 def prepare_frame(
     frame: pd.DataFrame, layout: FeatureLayout, keep: tuple[int, ...] | None = None
 ) -> pd.DataFrame:
@@ -178,14 +193,7 @@ def prepare_frame(
         # Drop what will not be used before the work of encoding it.
         wanted = np.isin(split, keep)
         frame, split = frame[wanted], split[wanted]
-    out = pd.DataFrame(index=frame.index)
-    for name in layout.features:
-        kind = layout.feature_types[name]
-        if kind == "category":
-            values = frame[name].astype("object").where(frame[name].notna(), None)
-            out[name] = pd.Categorical(values, categories=layout.categories[name])
-        else:
-            out[name] = _as_float(frame[name], kind)
+    out = model_inputs(frame, layout)
     target = frame[layout.target]
     if layout.classes is not None:
         index = {c: i for i, c in enumerate(layout.classes)}

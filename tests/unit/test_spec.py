@@ -161,3 +161,20 @@ def test_implied_expectations_cover_nullability_and_categories(demo_spec: str) -
     assert not_null == {n for n, c in spec.columns.items() if not c.nullable} | {spec.target}
     in_set = [e for e in implied if e.type == "expect_column_values_to_be_in_set"]
     assert [e.kwargs["column"] for e in in_set] == ["contract"]
+
+
+def test_scoring_runs_the_expectations_that_do_not_concern_the_target(demo_spec: str) -> None:
+    spec = load_spec(demo_spec)
+    at_scoring = spec.scoring_expectations()
+    assert at_scoring and len(at_scoring) < len(spec.all_expectations())
+    assert all(e.kwargs.get("column") != spec.target for e in at_scoring)
+    assert (spec.scoring.explain, spec.monitoring.psi_alert) == (0, 0.25)
+
+
+def test_monitoring_thresholds_are_checked(tmp_path: Path, demo_spec: str) -> None:
+    data = yaml.safe_load(Path(demo_spec).read_text())
+    data["monitoring"] = {"psi_warn": 0.3, "psi_alert": 0.2}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match="psi_alert must be at least psi_warn"):
+        load_spec(str(path))

@@ -1,0 +1,64 @@
+"""Which model a scoring run uses, checked against the spec before any data is read."""
+
+from __future__ import annotations
+
+from blocks.registry import ModelRegistry
+from tasks.errors import RegistryError
+from tasks.lake import Lake
+from tasks.records import FeatureLayout, ScoringModel
+from tasks.spec import DatasetSpec
+
+CHAMPION = "champion"
+
+
+def schema_differences(spec: DatasetSpec, layout: FeatureLayout) -> list[str]:
+    """What the spec now declares differently from the columns the model was trained on."""
+    problems = []
+    for name in layout.features:
+        column = spec.columns.get(name)
+        trained = layout.feature_types[name]
+        if column is None:
+            problems.append(
+                f"'{name}' ({trained}): the model needs it; the spec has no such column"
+            )
+        elif column.type != trained:
+            problems.append(
+                f"'{name}': the model was trained on {trained}, the spec declares {column.type}"
+            )
+    if layout.target != spec.target:
+        problems.append(
+            f"target: the model predicts '{layout.target}', the spec's is '{spec.target}'"
+        )
+    if layout.task != spec.task:
+        problems.append(f"task: the model is {layout.task}, the spec's is {spec.task}")
+    return problems
+
+
+def resolve_model(lake: Lake, spec: DatasetSpec, model: str) -> ScoringModel:
+    """The model to score with: the champion (``"champion"``) or a version id; a clear error
+    naming the model when there is none, or when the spec no longer matches it."""
+    registry = ModelRegistry(lake=lake.uri)
+    champion = model.strip() in ("", CHAMPION)
+    version = registry.champion(spec.name) if champion else model.strip()
+    if version is None:
+        raise RegistryError(
+            f"model '{spec.name}' has no champion in {lake.uri} yet: run the pipeline "
+            "first, or name a version to score with"
+        )
+    metadata = registry.metadata(spec.name, version)
+    problems = schema_differences(spec, metadata.layout)
+    if problems:
+        raise RegistryError(
+            f"model '{spec.name}@{version}' was trained on other columns than the spec now "
+            "declares:\n  " + "\n  ".join(problems)
+        )
+    return ScoringModel(
+        model_name=spec.name,
+        version=version,
+        model_uri=registry.model_uri(spec.name, version),
+        layout=metadata.layout,
+        metric=metadata.metric,
+        metrics=metadata.metrics,
+        profile=registry.profile(spec.name, version),
+        champion=champion,
+    )
