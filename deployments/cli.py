@@ -62,6 +62,39 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--files", type=int, default=8)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--defects", action="store_true", help="damage some files on purpose")
+    demo.add_argument(
+        "--drift",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="shift this column (numbers 50%% higher, a fifth of a category's values new), "
+        "for a scoring batch that drifted (repeatable)",
+    )
+    demo.add_argument(
+        "--unlabeled", action="store_true", help="leave the target out (a batch to score)"
+    )
+
+    score = sub.add_parser(
+        "score", help="score landing files with the champion (or a version) and measure drift"
+    )
+    score.add_argument("--spec", required=True, help="dataset spec YAML (path or URI)")
+    score.add_argument("--source", required=True, help="folder or file to score (path or s3://)")
+    score.add_argument("--lake", required=True, help="lake root (path or s3:// URI)")
+    score.add_argument(
+        "--model", default="champion", help="model version to score with (default: champion)"
+    )
+    score.add_argument(
+        "--cluster",
+        default="local",
+        help="where the stage's Dask cluster runs (as for run)",
+    )
+    score.add_argument(
+        "--refresh", action="store_true", help="score every file again, replacing cached results"
+    )
+    score.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    score.add_argument(
+        "--no-progress", action="store_true", help="no progress lines on stderr"
+    )
 
     registry = sub.add_parser("registry", help="inspect and operate the model registry")
     registry.add_argument("--lake", required=True, help="lake root (path or s3:// URI)")
@@ -138,11 +171,42 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score(args: argparse.Namespace) -> int:
+    from deployments.progress import ProgressDisplay
+    from flows.score import score_flow
+    from tasks.runtime.caching import CacheOptions
+    from tasks.runtime.progress import progress_listener
+
+    with contextlib.ExitStack() as stack:
+        if not args.no_progress:
+            display = stack.enter_context(ProgressDisplay())
+            stack.enter_context(progress_listener(display))
+        result = score_flow(
+            spec=args.spec,
+            source=args.source,
+            lake=args.lake,
+            model=args.model,
+            cluster=args.cluster,
+            cache=CacheOptions(refresh=args.refresh),
+        )
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        print("\n" + result.summary())
+    return 0
+
+
 def _demo_data(args: argparse.Namespace) -> int:
     from tasks.demo_data import write_demo_data
 
     written = write_demo_data(
-        args.out, rows=args.rows, files=args.files, seed=args.seed, defects=args.defects
+        args.out,
+        rows=args.rows,
+        files=args.files,
+        seed=args.seed,
+        defects=args.defects,
+        drift=args.drift,
+        unlabeled=args.unlabeled,
     )
     for f in written:
         print(f"{f.path}\t{f.rows} rows" + (f"\tdefect: {f.defect}" if f.defect else ""))
@@ -230,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handlers = {
         "run": _run,
+        "score": _score,
         "demo-data": _demo_data,
         "registry": _registry,
         "setup": _setup,

@@ -110,10 +110,40 @@ def damage(frame: pd.DataFrame, defect: str, *, seed: int) -> pd.DataFrame:
     return bad
 
 
+def shift(frame: pd.DataFrame, column: str, *, seed: int) -> pd.DataFrame:
+    """The world moved: a numeric column's values 50% higher, or a fifth of a category
+    column's values a category never seen before (``<column>-new``)."""
+    if column not in frame.columns:
+        raise ValueError(f"--drift: '{column}' is not a column of the demo data")
+    moved = frame.copy()
+    values = moved[column]
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        rng = np.random.default_rng(seed)
+        text = values.astype(str).to_numpy(dtype=object)
+        text[rng.random(len(text)) < 0.2] = f"{column}-new"
+        moved[column] = pd.Categorical(text)
+    elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values):
+        moved[column] = (values * 1.5).round(2) if values.dtype.kind == "f" else values * 3 // 2
+    else:
+        raise ValueError(f"--drift: '{column}' is neither numeric nor a category")
+    return moved
+
+
 def write_demo_data(
-    out: str, *, rows: int, files: int, seed: int, defects: bool = False
+    out: str,
+    *,
+    rows: int,
+    files: int,
+    seed: int,
+    defects: bool = False,
+    drift: list[str] | None = None,
+    unlabeled: bool = False,
 ) -> list[DemoFile]:
-    """Write ``files`` landing files with ``rows`` rows in all under ``out``; list them."""
+    """Write ``files`` landing files with ``rows`` rows in all under ``out``; list them.
+
+    For a scoring batch: ``drift`` shifts those columns (see ``shift``) and ``unlabeled``
+    leaves the target out, as data to be scored arrives.
+    """
     if rows < files:
         raise ValueError(f"--rows ({rows}) must be at least --files ({files})")
     if files < 1:
@@ -131,6 +161,10 @@ def write_demo_data(
         defect = defect_for.get(i)
         if defect is not None and defect != "truncated":
             frame = damage(frame, defect, seed=seed + i)
+        for column in drift or []:
+            frame = shift(frame, column, seed=seed + i)
+        if unlabeled:
+            frame = frame.drop(columns=["churned"])
         data = encode(frame, fmt)
         if defect == "truncated":
             # A transfer that died half way: cut mid-record (and mid-stream when compressed).

@@ -58,3 +58,26 @@ def test_target_has_a_learnable_signal() -> None:
 def test_rejects_impossible_sizes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least --files"):
         write_demo_data(str(tmp_path), rows=2, files=3, seed=1)
+
+
+def test_a_scoring_batch_can_drift_and_come_without_the_target(tmp_path: Path) -> None:
+    import pandas as pd
+
+    write_demo_data(str(tmp_path / "base"), rows=2000, files=1, seed=5)
+    write_demo_data(
+        str(tmp_path / "moved"),
+        rows=2000,
+        files=1,
+        seed=5,
+        drift=["monthly_charges", "region"],
+        unlabeled=True,
+    )
+    base = pd.read_csv(tmp_path / "base" / "customers-0000.csv")
+    moved = pd.read_csv(tmp_path / "moved" / "customers-0000.csv")
+    assert "churned" not in moved.columns
+    assert moved["monthly_charges"].mean() == pytest.approx(
+        base["monthly_charges"].mean() * 1.5, rel=0.01
+    )
+    assert 0.15 < (moved["region"] == "region-new").mean() < 0.25
+    with pytest.raises(ValueError, match="'nope' is not a column"):
+        write_demo_data(str(tmp_path / "x"), rows=10, files=1, seed=1, drift=["nope"])
