@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 # Demo data and the lake live under .mlops/ (runtime state, never committed).
 DATA ?= .mlops
 SOURCE ?= $(DATA)/landing
+# A held-out batch `make run` scores with the champion: unlabeled, one feature drifted mildly.
+SCORING ?= $(DATA)/scoring
 LAKE ?= $(DATA)/lake
 SPEC ?= datasets/demo.yaml
 ROWS ?= 200000
@@ -22,7 +24,7 @@ BENCH_REPEATS ?= 1
 .PHONY: run test lint typecheck demo-data bench clean help
 
 help:
-	@echo "make run   - generate demo data (once) and run the whole pipeline on it"
+	@echo "make run   - generate demo data (once), run the whole pipeline, score a new batch"
 	@echo "make test  - run the test suite"
 	@echo "make lint  - ruff, mypy and the import contracts (import-linter)"
 	@echo "make bench - the pipeline vs a plain script at $(BENCH_SIZES) rows (long: see README)"
@@ -43,10 +45,16 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 $(SOURCE):
 	$(BIN)/mlops demo-data --out $(SOURCE) --rows $(ROWS) --files $(FILES) --seed $(SEED)
 
-demo-data: $(VENV)/.run-installed $(SOURCE)
+$(SCORING):
+	$(BIN)/mlops demo-data --out $(SCORING) --rows 20000 --files 2 --seed 8 \
+		--drift monthly_charges --drift-scale 1.2 --unlabeled
 
-run: $(VENV)/.run-installed $(SOURCE)
+demo-data: $(VENV)/.run-installed $(SOURCE) $(SCORING)
+
+# The pipeline, then the champion scoring the held-out batch (predictions and drift).
+run: $(VENV)/.run-installed $(SOURCE) $(SCORING)
 	$(BIN)/mlops run --spec $(SPEC) --source $(SOURCE) --lake $(LAKE) --cluster $(CLUSTER)
+	$(BIN)/mlops score --spec $(SPEC) --source $(SCORING) --lake $(LAKE) --cluster $(CLUSTER)
 
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -67,9 +67,10 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="COLUMN",
-        help="shift this column (numbers 50%% higher, a fifth of a category's values new), "
-        "for a scoring batch that drifted (repeatable)",
+        help="shift this column (numbers --drift-scale times what they were, a fifth of a "
+        "category's values new), for a scoring batch that drifted (repeatable)",
     )
+    demo.add_argument("--drift-scale", type=float, default=1.5, metavar="FACTOR")
     demo.add_argument(
         "--unlabeled", action="store_true", help="leave the target out (a batch to score)"
     )
@@ -91,10 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument(
         "--refresh", action="store_true", help="score every file again, replacing cached results"
     )
-    score.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     score.add_argument(
-        "--no-progress", action="store_true", help="no progress lines on stderr"
+        "--rescore",
+        action="store_true",
+        help="score with the champion files an earlier champion scored (default: its "
+        "predictions stand)",
     )
+    score.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    score.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
 
     registry = sub.add_parser("registry", help="inspect and operate the model registry")
     registry.add_argument("--lake", required=True, help="lake root (path or s3:// URI)")
@@ -188,6 +193,7 @@ def _score(args: argparse.Namespace) -> int:
             model=args.model,
             cluster=args.cluster,
             cache=CacheOptions(refresh=args.refresh),
+            rescore=args.rescore,
         )
     if args.json:
         print(result.model_dump_json(indent=2))
@@ -206,6 +212,7 @@ def _demo_data(args: argparse.Namespace) -> int:
         seed=args.seed,
         defects=args.defects,
         drift=args.drift,
+        drift_scale=args.drift_scale,
         unlabeled=args.unlabeled,
     )
     for f in written:
@@ -250,7 +257,10 @@ def _registry(args: argparse.Namespace) -> int:
         if version is None:
             print(f"error: model '{args.model}' has no champion; name a version", file=sys.stderr)
             return 1
-        print(registry.metadata(args.model, version).model_dump_json(indent=2))
+        shown = registry.metadata(args.model, version).model_dump(mode="json")
+        profile = registry.profile(args.model, version)
+        shown["profile"] = profile_summary(profile) if profile else None
+        print(json.dumps(shown, indent=2))
         return 0
     if args.action == "rollback":
         decision = registry.rollback(args.model, to=args.to, reason=args.reason)
@@ -258,6 +268,29 @@ def _registry(args: argparse.Namespace) -> int:
         decision = registry.promote(args.model, args.version, reason=args.reason)
     print(f"champion of {args.model}: {decision.champion_before} -> {decision.champion_after}")
     return 0
+
+
+def profile_summary(profile: Any) -> dict[str, Any]:
+    """A training profile in brief: rows, and per feature its kind, null rate and bins."""
+
+    def brief(feature: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kind": feature.kind,
+            "null_fraction": round(feature.null_fraction, 4),
+        }
+        if feature.kind == "numeric":
+            out["edges"] = [round(e, 4) for e in feature.edges]
+        else:
+            top = sorted(feature.categories.items(), key=lambda kv: -kv[1])[:10]
+            out["categories"] = {name: count for name, count in top}
+        return out
+
+    return {
+        "rows": profile.rows,
+        "rows_of": profile.rows_of,
+        "features": {name: brief(f) for name, f in profile.features.items()},
+        "prediction": brief(profile.prediction) if profile.prediction else None,
+    }
 
 
 def _setup(args: argparse.Namespace) -> int:

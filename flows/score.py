@@ -16,6 +16,7 @@ from tasks.score.manifest import scoring_result
 from tasks.score.tasks import (
     SCORE_CACHE,
     drift_task,
+    earlier_model_task,
     plan_scoring_task,
     publish_scoring_task,
     resolve_model_task,
@@ -33,6 +34,7 @@ def score_flow(
     model: str = "champion",
     cluster: str = "local",
     cache: CacheOptions = CacheOptions(),  # noqa: B008 - immutable in use; Prefect's form default
+    rescore: bool = False,
 ) -> ScoringResult:
     """Score every landing file under ``source`` with a registered model and measure drift.
 
@@ -47,12 +49,19 @@ def score_flow(
         cluster: Where the stage's Dask cluster runs: local, kubernetes, a scheduler address
             (tcp://host:8786) or the name of a saved MLOps Dask Cluster block.
         cache: Reuse of cached predictions: refresh to score again, expiry in days.
+        rescore: Score with the champion files that an earlier champion scored already
+            (by default its predictions stand).
     """
     dataset = load_spec_task(spec)
     # No champion, an unknown version or a model of other columns fails before any data.
     chosen = resolve_model_task(lake=lake, spec=dataset, model=model)
     files = list_landing_task(source)
     splits = plan_scoring_task(spec=dataset, files=files)
+    champion = chosen.version if chosen.champion else None
+    if not rescore:
+        chosen = earlier_model_task(
+            lake=lake, spec=dataset, source=source, splits=splits, chosen=chosen
+        )
     logger = run_logger(
         "score", dataset=dataset.name, model=dataset.name, model_version=chosen.version
     )
@@ -83,6 +92,7 @@ def score_flow(
         manifest=manifest,
         scored=scored.results,
         from_cache=scored.from_cache,
+        champion=champion,
     )
     for reason in result.quarantined:
         logger.warning("Quarantined %s", reason)

@@ -110,9 +110,9 @@ def damage(frame: pd.DataFrame, defect: str, *, seed: int) -> pd.DataFrame:
     return bad
 
 
-def shift(frame: pd.DataFrame, column: str, *, seed: int) -> pd.DataFrame:
-    """The world moved: a numeric column's values 50% higher, or a fifth of a category
-    column's values a category never seen before (``<column>-new``)."""
+def shift(frame: pd.DataFrame, column: str, *, seed: int, scale: float = 1.5) -> pd.DataFrame:
+    """The world moved: a numeric column's values ``scale`` times what they were, or a fifth
+    of a category column's values a category never seen before (``<column>-new``)."""
     if column not in frame.columns:
         raise ValueError(f"--drift: '{column}' is not a column of the demo data")
     moved = frame.copy()
@@ -123,7 +123,8 @@ def shift(frame: pd.DataFrame, column: str, *, seed: int) -> pd.DataFrame:
         text[rng.random(len(text)) < 0.2] = f"{column}-new"
         moved[column] = pd.Categorical(text)
     elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values):
-        moved[column] = (values * 1.5).round(2) if values.dtype.kind == "f" else values * 3 // 2
+        scaled = values * scale
+        moved[column] = scaled.round(2) if values.dtype.kind == "f" else scaled.round().astype(int)
     else:
         raise ValueError(f"--drift: '{column}' is neither numeric nor a category")
     return moved
@@ -137,6 +138,7 @@ def write_demo_data(
     seed: int,
     defects: bool = False,
     drift: list[str] | None = None,
+    drift_scale: float = 1.5,
     unlabeled: bool = False,
 ) -> list[DemoFile]:
     """Write ``files`` landing files with ``rows`` rows in all under ``out``; list them.
@@ -162,7 +164,7 @@ def write_demo_data(
         if defect is not None and defect != "truncated":
             frame = damage(frame, defect, seed=seed + i)
         for column in drift or []:
-            frame = shift(frame, column, seed=seed + i)
+            frame = shift(frame, column, seed=seed + i, scale=drift_scale)
         if unlabeled:
             frame = frame.drop(columns=["churned"])
         data = encode(frame, fmt)

@@ -478,12 +478,14 @@ class ScoringResult(BaseModel):
     drift: DriftReport
     quarantined: list[str] = Field(default_factory=list)
     lake: str = ""
+    # Why the model is not the one asked for (an earlier champion's predictions stand).
+    note: str = ""
 
     def summary(self) -> str:
         """A few lines for a human at a terminal."""
-        which = "champion " if self.champion else ""
+        which = "champion" if self.champion else self.note or "as named"
         lines = [
-            f"model     {self.dataset}@{self.model_version} ({which.strip() or 'as named'})",
+            f"model     {self.dataset}@{self.model_version} ({which})",
             f"scored    {self.rows_scored:,} rows from {self.files_total} file(s): "
             f"{self.files_new} new, {self.files_cached} cached, "
             f"{self.files_quarantined} quarantined",
@@ -502,10 +504,12 @@ class ScoringResult(BaseModel):
                 f"drift     {drift.status}"
                 + (f": {', '.join(drift.drifted)}" if drift.drifted else "")
             )
-            for f in drift.features:
-                if f.verdict != "ok":
-                    extra = f", unseen {f.unseen_share:.1%}" if f.unseen_share else ""
-                    lines.append(f"  {f.verdict:<5} {f.feature}: PSI {f.psi:.3f}{extra}")
+            # Every feature that moved, or at least the one that moved most.
+            ranked = sorted(drift.features, key=lambda f: -f.psi)
+            shown = [f for f in ranked if f.verdict != "ok"] or ranked[:1]
+            for f in shown:
+                extra = f", unseen {f.unseen_share:.1%}" if f.unseen_share else ""
+                lines.append(f"  {f.verdict:<5} {f.feature}: PSI {f.psi:.3f}{extra}")
             if drift.prediction is not None:
                 lines.append(f"  prediction PSI {drift.prediction.psi:.3f}")
             if drift.realized is not None and drift.metric is not None:

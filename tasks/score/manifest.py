@@ -15,6 +15,7 @@ from tasks.records import (
     ScoringModel,
     ScoringResult,
 )
+from tasks.score.model import remember_source
 from tasks.spec import stable_hash
 
 
@@ -68,6 +69,7 @@ def write_manifest(
         lake.path("predictions", dataset, "latest.json"),
         {"model_version": model.version, "run_id": run_id, "manifest": manifest.manifest_uri},
     )
+    remember_source(lake, dataset, source, model, [s.split_id for s in scored])
     return manifest
 
 
@@ -78,6 +80,7 @@ def scoring_result(
     manifest: ScoringManifest,
     scored: list[ScoredSplit],
     from_cache: list[bool],
+    champion: str | None = None,
 ) -> ScoringResult:
     """What the run did, for the caller (``ScoringResult``) and the CLI's summary."""
     files = [f for s in scored for f in s.files]
@@ -96,4 +99,10 @@ def scoring_result(
         drift=manifest.drift,
         quarantined=[q.reason for q in manifest.quarantined],
         lake=lake.uri,
+        note=(
+            f"scored before by {model.version}, whose predictions stand; the champion is now "
+            f"{champion}: rescore to score with it"
+            if champion and champion != model.version
+            else ""
+        ),
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 from blocks.registry import ModelRegistry
 from tasks.errors import RegistryError
 from tasks.lake import Lake
-from tasks.records import FeatureLayout, ScoringModel
-from tasks.spec import DatasetSpec
+from tasks.records import FeatureLayout, ScoringModel, Split
+from tasks.spec import DatasetSpec, stable_hash
 
 CHAMPION = "champion"
 
@@ -61,4 +61,41 @@ def resolve_model(lake: Lake, spec: DatasetSpec, model: str) -> ScoringModel:
         metrics=metadata.metrics,
         profile=registry.profile(spec.name, version),
         champion=champion,
+    )
+
+
+def source_index_path(lake: Lake, dataset: str, source: str) -> str:
+    """Where a lake remembers which model last scored a source, and its splits."""
+    return lake.path("predictions", dataset, "sources", f"{stable_hash(source.rstrip('/'))}.json")
+
+
+def earlier_model(
+    lake: Lake, spec: DatasetSpec, source: str, splits: list[Split], chosen: ScoringModel
+) -> ScoringModel:
+    """The model to keep for ``source``: when the champion was asked for and every split was
+    scored before by an earlier champion, that model (its predictions stand, nothing is
+    scored again; ``rescore`` asks for the new champion). Otherwise ``chosen``: new files
+    mean a new run, and one run's predictions never mix two models."""
+    if not chosen.champion:
+        return chosen
+    path = source_index_path(lake, spec.name, source)
+    if not lake.exists(path):
+        return chosen
+    index = lake.read_json(path)
+    earlier = str(index.get("model_version", ""))
+    scored = set(index.get("splits", []))
+    if not earlier or earlier == chosen.version or not {s.split_id for s in splits} <= scored:
+        return chosen
+    try:
+        return resolve_model(lake, spec, earlier).model_copy(update={"champion": False})
+    except RegistryError:  # that version is gone or no longer fits the spec
+        return chosen
+
+
+def remember_source(
+    lake: Lake, dataset: str, source: str, model: ScoringModel, splits: list[str]
+) -> None:
+    lake.write_json(
+        source_index_path(lake, dataset, source),
+        {"source": source, "model_version": model.version, "splits": sorted(splits)},
     )

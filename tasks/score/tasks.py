@@ -22,7 +22,7 @@ from tasks.retries import IO_RETRIES
 from tasks.runtime.caching import ContentKey
 from tasks.score.drift import run_drift
 from tasks.score.manifest import write_manifest
-from tasks.score.model import resolve_model
+from tasks.score.model import earlier_model, resolve_model
 from tasks.score.publish import (
     emit_drift_event,
     publish_drift_report_link,
@@ -38,6 +38,14 @@ from tasks.spec import DatasetSpec
 def resolve_model_task(*, lake: str, spec: DatasetSpec, model: str) -> ScoringModel:
     """The champion or the named version, checked against the spec (before any data)."""
     return resolve_model(Lake(lake), spec, model)
+
+
+@task(name="keep-earlier-model", **IO_RETRIES)
+def earlier_model_task(
+    *, lake: str, spec: DatasetSpec, source: str, splits: list[Split], chosen: ScoringModel
+) -> ScoringModel:
+    """An earlier champion whose predictions of every split stand, else ``chosen``."""
+    return earlier_model(Lake(lake), spec, source, splits, chosen)
 
 
 @task(name="plan-scoring")

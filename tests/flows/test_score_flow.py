@@ -249,3 +249,29 @@ def test_multiclass_and_regression_predictions_equal_the_model_files_own(
     # The scored files carry the target: the realized metric is reported.
     assert result.drift.realized is not None
     assert target not in scored.columns
+
+
+def test_a_new_champion_rescores_earlier_batches_only_when_asked(
+    trained: str, tmp_path: Path, spec_variant: Any
+) -> None:
+    from flows.train import train_flow
+
+    source = batch(tmp_path, "incoming", rows=1200, files=2, unlabeled=True)
+    first = score_flow(spec=str(DEMO_SPEC), source=source, lake=trained)
+    registry = ModelRegistry(lake=trained)
+    before = registry.champion("customers")
+    # Another version of the model (other training settings), made champion by hand.
+    other = train_flow(spec=spec_variant(training__num_boost_round=40), lake=trained)
+    registry.promote("customers", other.version, reason="test")
+    try:
+        kept = score_flow(spec=str(DEMO_SPEC), source=source, lake=trained)
+        assert kept.model_version == before and not kept.champion
+        assert f"the champion is now {other.version}" in kept.note
+        assert (kept.files_new, kept.predictions) == (0, first.predictions)
+
+        rescored = score_flow(spec=str(DEMO_SPEC), source=source, lake=trained, rescore=True)
+        assert rescored.model_version == other.version and rescored.champion
+        assert rescored.files_new == 2
+        assert set(predictions(rescored)["model_version"]) == {other.version}
+    finally:
+        registry.promote("customers", before, reason="test done")

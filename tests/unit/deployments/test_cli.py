@@ -7,6 +7,7 @@ import pytest
 
 from blocks.registry import ModelRegistry
 from deployments.cli import main
+from tasks.records import DataProfile, FeatureProfile
 from tests.support.models import metadata, model_bytes
 
 pytestmark = pytest.mark.timeout(60)
@@ -43,8 +44,12 @@ def test_bad_demo_arguments_are_a_clean_error(
 def test_registry_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lake = str(tmp_path)
     registry = ModelRegistry(lake=lake)
-    for version, value in [("v1", 0.8), ("v2", 0.85)]:
-        registry.register(metadata(version, value), model_bytes())
+    profile = DataProfile(
+        rows=8,
+        features={"a": FeatureProfile(kind="numeric", rows=8, nulls=2, edges=[0.5], counts=[3, 3])},
+    )
+    registry.register(metadata("v1", 0.8), model_bytes())
+    registry.register(metadata("v2", 0.85), model_bytes(), profile=profile)
     registry.set_champion("m", "v1", reason="first")
     registry.set_champion("m", "v2", reason="better")
     capsys.readouterr()
@@ -57,7 +62,15 @@ def test_registry_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["registry", "--lake", lake, "list", "m", "--json"]) == 0
     assert [r["champion"] for r in json.loads(capsys.readouterr().out)] == [False, True]
     assert main(["registry", "--lake", lake, "show", "m"]) == 0
-    assert json.loads(capsys.readouterr().out)["version"] == "v2"
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["version"] == "v2"
+    assert shown["profile"]["features"]["a"] == {
+        "kind": "numeric",
+        "null_fraction": 0.25,
+        "edges": [0.5],
+    }
+    assert main(["registry", "--lake", lake, "show", "m", "v1"]) == 0
+    assert json.loads(capsys.readouterr().out)["profile"] is None
     assert main(["registry", "--lake", lake, "rollback", "m"]) == 0
     assert "champion of m: v2 -> v1" in capsys.readouterr().out
     assert main(["registry", "--lake", lake, "promote", "m", "v9"]) == 1
