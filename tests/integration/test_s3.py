@@ -11,10 +11,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from blocks.registry import ModelRegistry
 from flows.pipeline import ml_pipeline
+from flows.score import score_flow
+from tasks.demo_data import write_demo_data
 from tests.support.paths import DEMO_SPEC
 from tests.support.processes import free_port, wait_for_port
 
@@ -95,7 +98,7 @@ def faulty_s3(s3_endpoint: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def test_pipeline_on_s3_survives_thirty_percent_faults(
-    s3_endpoint: str, faulty_s3: tuple[str, Path], demo_source: Path
+    s3_endpoint: str, faulty_s3: tuple[str, Path], demo_source: Path, tmp_path: Path
 ) -> None:
     """Source, spec and lake on S3, with 30% of requests failing (throttling, 5xx, dropped
     connections): the run completes, and nothing is lost or written twice."""
@@ -141,3 +144,24 @@ def test_pipeline_on_s3_survives_thirty_percent_faults(
     assert again.new_partitions == 0 and again.files_read == 0
     assert again.model_reused and not again.promoted
     assert again.champion == result.model_version
+
+    # The champion scores a batch on S3, through the same faults.
+    scoring = tmp_path / "scoring"
+    write_demo_data(str(scoring), rows=3000, files=3, seed=44, unlabeled=True)
+    for path in sorted(scoring.iterdir()):
+        direct.put_file(str(path), f"landing-zone/scoring/{path.name}")
+    scored = score_flow(spec=str(DEMO_SPEC), source="s3://landing-zone/scoring", lake=lake)
+    assert (scored.rows_scored, scored.files_quarantined) == (3000, 0)
+    assert scored.model_version == result.model_version
+    assert all(
+        uri.startswith("s3://lake-bucket/ml/predictions/customers/") for uri in scored.predictions
+    )
+    ids = []
+    for uri in scored.predictions:
+        with fsspec.open(uri, "rb", client_kwargs={"endpoint_url": s3_endpoint}) as fh:
+            ids += pq.read_table(fh, columns=["customer_id"]).column(0).to_pylist()
+    assert len(ids) == len(set(ids)) == 3000
+    assert direct.exists(scored.manifest_uri.removeprefix("s3://"))
+    assert not [k for k in direct.find("lake-bucket/ml", refresh=True) if "/.tmp-" in k]
+    again = score_flow(spec=str(DEMO_SPEC), source="s3://landing-zone/scoring", lake=lake)
+    assert (again.files_new, again.files_cached) == (0, 3)
