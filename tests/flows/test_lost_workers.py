@@ -173,3 +173,38 @@ def test_training_survives_a_killed_worker_and_resumes_from_its_checkpoint(
         early_stopping_rounds=None,
     )
     assert candidate.metrics["roc_auc"] == pytest.approx(whole.metrics["roc_auc"], abs=0.005)
+
+
+def test_scoring_survives_a_killed_worker_with_no_row_missing_or_twice(
+    spec_variant: Callable[..., str], many_files: Path, shared_lake: str
+) -> None:
+    import pyarrow.parquet as pq
+
+    from flows.score import score_flow
+
+    lake = shared_lake
+    spec = spec_variant(**SMALL)
+    ingest_flow(spec=spec, source=str(many_files), lake=lake)
+    validate_flow(spec=spec, lake=lake)
+    model = train_flow(spec=spec, lake=lake)
+    folder = f"predictions/customers/{model.version}"
+    with kill_a_worker_when(lambda: bool(lake_files(lake, folder, ".parquet"))) as killed:
+        result = score_flow(spec=spec, source=str(many_files), lake=lake, model=model.version)
+    assert killed, "the stage ended before a worker could be killed"
+    assert result.rows_scored == 12_000 and result.files_quarantined == 0
+    assert len(result.predictions) == 12  # one file per split, each written once
+    rows = [
+        (source, row)
+        for uri in result.predictions
+        for source, row in zip(
+            *pq.read_table(uri.removeprefix("file://"), columns=["source_uri", "row"])
+            .to_pydict()
+            .values(),
+            strict=True,
+        )
+    ]
+    assert len(rows) == len(set(rows)) == 12_000
+    assert sorted(lake_files(lake, folder, ".parquet")) == sorted(
+        Path(u.removeprefix("file://")) for u in result.predictions
+    )
+    assert_only_temporaries_left_over(lake)

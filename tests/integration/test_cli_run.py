@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +30,29 @@ def test_run_prints_a_summary_and_exits_0(
     assert done.returncode == 0, done.stderr[-3000:]
     assert "decision  promoted to champion: no champion yet" in done.stdout
     assert "6,000 rows from 4/4 accepted landing files (4 read now, 0 quarantined)" in done.stdout
+
+    # The champion scores files: JSON on stdout, the drift verdict, the realized metric.
+    args = ["score", "--spec", demo_spec, "--source", str(demo_source), "--lake", lake]
+    scored = run_cli([*args, "--json", "--no-progress"], prefect_api)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    result = json.loads(scored.stdout)
+    assert (result["rows_scored"], result["files_new"], result["champion"]) == (6000, 4, True)
+    assert result["drift"]["status"] == "ok" and result["drift"]["realized"] > 0.8
+    again = run_cli(args, prefect_api)
+    assert "scored    6,000 rows from 4 file(s): 0 new, 4 cached, 0 quarantined" in again.stdout
+    assert "drift     ok" in again.stdout
+
+
+def test_score_without_a_champion_exits_1_naming_the_model(
+    prefect_api: str, demo_spec: str, demo_source: Path, tmp_path: Path
+) -> None:
+    done = run_cli(
+        ["score", "--spec", demo_spec, "--source", str(demo_source), "--lake", str(tmp_path)],
+        prefect_api,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: model 'customers' has no champion in {tmp_path} yet"), last
 
 
 def test_failed_run_exits_nonzero_with_a_clear_message(
