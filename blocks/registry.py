@@ -4,6 +4,7 @@ Layout under ``<lake>/models/<name>/``::
 
     versions/<version>/model.ubj       XGBoost UBJSON (never pickle)
     versions/<version>/profile.json    its training profile (for drift), before the metadata
+    versions/<version>/evaluation.json its test curves (and the champion's) and SHAP importance
     versions/<version>/metadata.json   written last: a version without it does not exist
     aliases.json                       {"champion": ..., "history": [...]}, replaced atomically
     decisions/<time>-<candidate>.json  one record per promotion decision, never rewritten
@@ -18,7 +19,7 @@ from pydantic import Field
 
 from tasks.errors import RegistryError
 from tasks.lake import Lake
-from tasks.records import DataProfile, ModelMetadata, PromotionDecision, utcnow
+from tasks.records import DataProfile, Evaluation, ModelMetadata, PromotionDecision, utcnow
 
 if TYPE_CHECKING:
     import xgboost
@@ -64,7 +65,12 @@ class ModelRegistry(Block):
         return sorted(found, key=lambda m: m.created_at)
 
     def register(
-        self, metadata: ModelMetadata, model: bytes, *, profile: DataProfile | None = None
+        self,
+        metadata: ModelMetadata,
+        model: bytes,
+        *,
+        profile: DataProfile | None = None,
+        evaluation: Evaluation | None = None,
     ) -> str:
         """Store a new version (model, training profile, then the metadata that commits it);
         versions are immutable, so an existing one is refused."""
@@ -76,6 +82,10 @@ class ModelRegistry(Block):
         self._lake.write_bytes(self._path(name, "versions", version, "model.ubj"), model)
         if profile is not None:
             self._lake.write_json(self._path(name, "versions", version, "profile.json"), profile)
+        if evaluation is not None:
+            self._lake.write_json(
+                self._path(name, "versions", version, "evaluation.json"), evaluation
+            )
         # The metadata is the commit marker: readers ignore a version until it is there.
         self._lake.write_json(self._path(name, "versions", version, "metadata.json"), metadata)
         return self.model_uri(name, version)
@@ -86,6 +96,13 @@ class ModelRegistry(Block):
         if not self._lake.exists(path):
             return None
         return DataProfile.model_validate(self._lake.read_json(path))
+
+    def evaluation(self, name: str, version: str) -> Evaluation | None:
+        """The version's test curves and SHAP importance; None for older models."""
+        path = self._path(name, "versions", version, "evaluation.json")
+        if not self._lake.exists(path):
+            return None
+        return Evaluation.model_validate(self._lake.read_json(path))
 
     def load_booster(self, name: str, version: str) -> xgboost.Booster:
         import xgboost

@@ -257,10 +257,10 @@ def _registry(args: argparse.Namespace) -> int:
         if version is None:
             print(f"error: model '{args.model}' has no champion; name a version", file=sys.stderr)
             return 1
-        shown = registry.metadata(args.model, version).model_dump(mode="json")
+        document = registry.metadata(args.model, version).model_dump(mode="json")
         profile = registry.profile(args.model, version)
-        shown["profile"] = profile_summary(profile) if profile else None
-        print(json.dumps(shown, indent=2))
+        document["profile"] = profile_summary(profile) if profile else None
+        print(json.dumps(document, indent=2))
         return 0
     if args.action == "rollback":
         decision = registry.rollback(args.model, to=args.to, reason=args.reason)

@@ -290,6 +290,37 @@ class WarmStart(BaseModel):
     base_metrics: dict[str, float] = Field(default_factory=dict)
 
 
+class ModelCurves(BaseModel):
+    """One model's evaluation on a candidate's test rows, compact enough to keep with it:
+    the curves a reviewer looks for by task (points downsampled)."""
+
+    version: str
+    role: Literal["candidate", "champion"]
+    metrics: dict[str, float]
+    # Binary: ROC (false positive rate, true positive rate), precision-recall (recall,
+    # precision), calibration per bin (mean predicted, fraction positive, rows).
+    roc: list[tuple[float, float]] = Field(default_factory=list)
+    pr: list[tuple[float, float]] = Field(default_factory=list)
+    calibration: list[tuple[float, float, int]] = Field(default_factory=list)
+    # Multiclass: rows by true class (outer) and predicted class (inner).
+    confusion: list[list[int]] = Field(default_factory=list)
+    # Regression: (prediction, residual) for a sample of the test rows.
+    residuals: list[tuple[float, float]] = Field(default_factory=list)
+
+
+class Evaluation(BaseModel):
+    """``evaluation.json`` beside a model: the candidate (and the champion when it encodes
+    rows the same way) on the candidate's test rows, and global SHAP importance."""
+
+    task: Literal["binary", "multiclass", "regression"]
+    classes: list[str] | None = None
+    test_rows: int
+    models: list[ModelCurves]
+    # Mean |TreeSHAP contribution| per feature on a sample of the test rows.
+    shap: dict[str, float] = Field(default_factory=dict)
+    shap_rows: int = 0
+
+
 class ModelMetadata(BaseModel):
     """``metadata.json`` next to ``model.ubj``: everything needed to trust and re-score a model."""
 

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from distributed import Client
 
 from tasks.errors import TrainingError
-from tasks.records import DataProfile, FeatureLayout
+from tasks.records import DataProfile, Evaluation, FeatureLayout
 from tasks.storage import open_file
 from tasks.train.checkpoint import (
     Checkpoints,
@@ -28,6 +28,7 @@ from tasks.train.checkpoint import (
     merge_history,
     stopped_early,
 )
+from tasks.train.evaluation import model_curves, shap_importance
 from tasks.train.features import LABEL_COLUMN, SPLIT_COLUMN, SPLITS, prepare_frame
 from tasks.train.metrics import evaluate
 from tasks.train.profile import training_profile
@@ -140,7 +141,8 @@ def score_each(
     split: str,
 ) -> list[dict[str, float]]:
     """Metrics of each booster on one split of a prepared frame (its labels gathered once)."""
-    return [metrics for metrics, _ in evaluate_each(client, boosters, prepared, layout, split)]
+    _, scored = evaluate_each(client, boosters, prepared, layout, split)
+    return [metrics for metrics, _ in scored]
 
 
 def evaluate_each(
@@ -149,15 +151,16 @@ def evaluate_each(
     prepared: dd.DataFrame,
     layout: FeatureLayout,
     split: str,
-) -> list[tuple[dict[str, float], np.ndarray]]:
-    """Metrics and predictions of each booster on one split of a prepared frame."""
+) -> tuple[np.ndarray, list[tuple[dict[str, float], np.ndarray]]]:
+    """The labels of one split of a prepared frame, and each booster's metrics and
+    predictions on it."""
     rows = client.persist(prepared[prepared[SPLIT_COLUMN] == SPLITS[split]])
     y_true = np.asarray(client.compute(rows[LABEL_COLUMN]).result())
     scored = []
     for booster in boosters:
         predictions = predict(client, booster, rows, layout)
         scored.append((evaluate(layout.task, y_true, predictions), predictions))
-    return scored
+    return y_true, scored
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,7 @@ class TrainedModel:
     resumed_from_round: int | None = None
     base_metrics: dict[str, float] = field(default_factory=dict)
     profile: DataProfile | None = None
+    evaluation: Evaluation | None = None
 
 
 def train_distributed(
@@ -190,6 +194,8 @@ def train_distributed(
     train_uris: list[str] | None = None,
     excluded: Mapping[str, Sequence[Sequence[int]]] | None = None,
     profile_bins: int = 10,
+    version: str = "",
+    compare: tuple[str, xgboost.Booster] | None = None,
 ) -> TrainedModel:
     """Train with xgboost.dask on the client's cluster and evaluate on the test split.
 
@@ -203,7 +209,9 @@ def train_distributed(
 
     The model's training profile (``profile.py``) is computed on the cluster from the rows
     it was fitted on (a warm start: from every partition's validation rows, a hash sample of
-    the same data, as the new train rows alone would profile the new files only).
+    the same data, as the new train rows alone would profile the new files only). Its
+    evaluation curves are drawn from the test rows, beside those of ``compare`` (the
+    champion's version and booster, when it encodes rows the same way).
     """
     from xgboost import dask as dxgb
 
@@ -275,11 +283,39 @@ def train_distributed(
     if best_iteration + 1 < rounds:
         booster = booster[: best_iteration + 1]
     started = time.perf_counter()
-    (metrics, test_predictions), *base_scores = evaluate_each(
-        client, [booster, *([base] if base is not None else [])], prepared, layout, "test"
+    # The champion (to draw beside the candidate) is the base of a warm start: scored once.
+    others = [b for b in (base, compare[1] if compare else None) if b is not None]
+    others = [b for i, b in enumerate(others) if all(b is not o for o in others[:i])]
+    y_test, scored = evaluate_each(client, [booster, *others], prepared, layout, "test")
+    metrics, test_predictions = scored[0]
+    base_metrics = scored[1][0] if base is not None else {}
+    evaluation = Evaluation(
+        task=layout.task,
+        classes=layout.classes,
+        test_rows=len(y_test),
+        models=[
+            model_curves(
+                layout, y_test, test_predictions, version=version, role="candidate", metrics=metrics
+            )
+        ],
     )
-    base_metrics = base_scores[0][0] if base_scores else {}
+    if compare is not None:
+        champion_metrics, champion_predictions = scored[1 + others.index(compare[1])]
+        evaluation.models.append(
+            model_curves(
+                layout,
+                y_test,
+                champion_predictions,
+                version=compare[0],
+                role="champion",
+                metrics=champion_metrics,
+            )
+        )
     timings["evaluate_seconds"] = time.perf_counter() - started
+    started = time.perf_counter()
+    shap, shap_rows = shap_importance(client, booster, prepared, layout, test_rows=len(y_test))
+    evaluation = evaluation.model_copy(update={"shap": shap, "shap_rows": shap_rows})
+    timings["shap_seconds"] = time.perf_counter() - started
     started = time.perf_counter()
     profile = training_profile(
         client,
@@ -303,4 +339,5 @@ def train_distributed(
         timings=timings,
         base_metrics=base_metrics,
         profile=profile,
+        evaluation=evaluation,
     )

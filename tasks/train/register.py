@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import metadata as importlib_metadata
+from typing import TYPE_CHECKING
 
 from distributed import Client
 
@@ -18,6 +19,8 @@ from tasks.train.plan import TrainingPlan, planned_rounds
 from tasks.train.progress import follow_training
 
 # XGBoost takes seconds to import: only training, which needs it, imports it.
+if TYPE_CHECKING:
+    import xgboost
 
 
 def candidate_from(
@@ -58,6 +61,10 @@ def train_and_register(
     registry = ModelRegistry(lake=lake.uri)
     checkpoints = Checkpoints(lake.uri, spec.name, plan.model_version)
     warm = plan.warm_start
+    base = registry.load_booster(spec.name, warm.base_version) if warm else None
+    compare = champion_to_compare(registry, spec.name, plan)
+    if warm and base is not None and compare is not None and compare[0] == warm.base_version:
+        compare = (warm.base_version, base)  # the same model: predicted once
     trained = train_distributed(
         client,
         uris=plan.partition_uris,
@@ -68,10 +75,12 @@ def train_and_register(
         checkpoints=checkpoints,
         checkpoint_every=spec.training.checkpoint_every,
         report_progress=True,
-        base=registry.load_booster(spec.name, warm.base_version) if warm else None,
+        base=base,
         train_uris=warm.new_partitions if warm else None,
         excluded=plan.excluded,
         profile_bins=spec.monitoring.bins,
+        version=plan.model_version,
+        compare=compare,
     )
     metadata = ModelMetadata(
         model_name=spec.name,
@@ -102,11 +111,27 @@ def train_and_register(
         importance=gain_importance(trained.booster),
     )
     registry.register(
-        metadata, bytes(trained.booster.save_raw(raw_format="ubj")), profile=trained.profile
+        metadata,
+        bytes(trained.booster.save_raw(raw_format="ubj")),
+        profile=trained.profile,
+        evaluation=trained.evaluation,
     )
     # Registered: the version exists, so nothing will resume these any more.
     checkpoints.clear()
     return candidate_from(metadata, registry=registry, reused=False)
+
+
+def champion_to_compare(
+    registry: ModelRegistry, name: str, plan: TrainingPlan
+) -> tuple[str, xgboost.Booster] | None:
+    """The champion, to draw beside the candidate on its test rows, when it encodes rows
+    exactly as the candidate does (same features, categories, classes and split)."""
+    champion = registry.champion(name)
+    if champion is None or champion == plan.model_version:
+        return None
+    if registry.metadata(name, champion).layout != plan.layout:
+        return None
+    return champion, registry.load_booster(name, champion)
 
 
 def find_registered_model(*, lake: str, model_name: str, version: str) -> ModelCandidate | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from blocks.registry import ModelRegistry
 from tasks.lake import Lake
-from tasks.records import ModelCandidate, ModelMetadata
+from tasks.records import Evaluation, ModelCandidate, ModelCurves, ModelMetadata
 from tasks.train.metrics import gain_importance
 
 # Bokeh takes a second to import: only the report's functions import it.
@@ -32,6 +32,7 @@ def curve_source_name(metric: str, series: str) -> str:
 
 
 IMPORTANCE_SOURCE = "importance:gain"
+SHAP_SOURCE = "importance:shap"
 
 
 def learning_curve(history: History, metric: str, *, best_iteration: int | None) -> Any:
@@ -106,10 +107,225 @@ def importance_chart(importance: dict[str, float], *, top: int = TOP_FEATURES) -
     return plot
 
 
-def training_report(metadata: ModelMetadata, importance: dict[str, float]) -> str:
+MODEL_COLORS = {"candidate": "#1f77b4", "champion": "#d62728"}
+
+
+def evaluation_source_name(chart: str, role: str) -> str:
+    """The name of an evaluation chart's data for one model (``eval:roc:candidate``)."""
+    return f"eval:{chart}:{role}"
+
+
+def _label(curves: ModelCurves, metric: str | None = None) -> str:
+    value = curves.metrics.get(metric) if metric else None
+    shown = f" {metric} {value:.4f}" if value is not None else ""
+    return f"{curves.role} {curves.version[:8]}{shown}"
+
+
+def _curve_chart(
+    evaluation: Evaluation,
+    chart: str,
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    metric: str | None,
+    diagonal: bool = False,
+) -> Any:
+    """Lines of one curve kind (roc, pr, calibration), one per model, same axes."""
+    from bokeh.models import ColumnDataSource, HoverTool, Range1d
+    from bokeh.plotting import figure
+
+    plot = figure(
+        title=title,
+        x_axis_label=x_label,
+        y_axis_label=y_label,
+        width=480,
+        height=400,
+        x_range=Range1d(start=0, end=1),
+        y_range=Range1d(start=0, end=1.02),
+        tools="pan,box_zoom,wheel_zoom,reset,save",
+    )
+    if diagonal:
+        plot.line([0, 1], [0, 1], line_dash="dotted", color="#888")
+    for curves in evaluation.models:
+        points = getattr(curves, chart)
+        source = ColumnDataSource(
+            data={"x": [p[0] for p in points], "y": [p[1] for p in points]},
+            name=evaluation_source_name(chart, curves.role),
+        )
+        line = plot.line(
+            "x",
+            "y",
+            source=source,
+            line_width=2,
+            color=MODEL_COLORS[curves.role],
+            legend_label=_label(curves, metric),
+        )
+        if chart == "calibration":
+            plot.scatter("x", "y", source=source, size=6, color=MODEL_COLORS[curves.role])
+        plot.add_tools(
+            HoverTool(renderers=[line], tooltips=[(x_label, "@x{0.000}"), (y_label, "@y{0.000}")])
+        )
+    plot.legend.location = "bottom_right"
+    return plot
+
+
+def confusion_chart(evaluation: Evaluation, curves: ModelCurves) -> Any:
+    """A heat map of rows by true and predicted class, with the counts written in."""
+    from bokeh.models import ColumnDataSource, FactorRange
+    from bokeh.plotting import figure
+
+    classes = evaluation.classes or []
+    cells = [
+        (actual, predicted, count)
+        for actual, row in zip(classes, curves.confusion, strict=False)
+        for predicted, count in zip(classes, row, strict=False)
+    ]
+    top = max((c for *_, c in cells), default=1) or 1
+    source = ColumnDataSource(
+        data={
+            "actual": [a for a, _, _ in cells],
+            "predicted": [p for _, p, _ in cells],
+            "count": [c for *_, c in cells],
+            "alpha": [0.1 + 0.9 * c / top for *_, c in cells],
+        },
+        name=evaluation_source_name("confusion", curves.role),
+    )
+    plot = figure(
+        title=f"Confusion matrix: {_label(curves, 'accuracy')}",
+        x_range=FactorRange(factors=classes),
+        y_range=FactorRange(factors=list(reversed(classes))),
+        x_axis_label="predicted class",
+        y_axis_label="true class",
+        width=480,
+        height=400,
+        tools="save",
+    )
+    plot.rect(
+        "predicted",
+        "actual",
+        1,
+        1,
+        source=source,
+        fill_color=MODEL_COLORS[curves.role],
+        fill_alpha="alpha",
+        line_color="white",
+    )
+    plot.text(
+        "predicted",
+        "actual",
+        text="count",
+        source=source,
+        text_align="center",
+        text_baseline="middle",
+    )
+    return plot
+
+
+def residual_chart(evaluation: Evaluation) -> Any:
+    """Residuals (true - predicted) against predictions, a sample of the test rows."""
+    from bokeh.models import ColumnDataSource, HoverTool
+    from bokeh.models.annotations import Span
+    from bokeh.plotting import figure
+
+    plot = figure(
+        title="Residuals against predictions (test rows)",
+        x_axis_label="prediction",
+        y_axis_label="true - predicted",
+        width=720,
+        height=400,
+        tools="pan,box_zoom,wheel_zoom,reset,save",
+    )
+    for curves in evaluation.models:
+        source = ColumnDataSource(
+            data={"x": [p[0] for p in curves.residuals], "y": [p[1] for p in curves.residuals]},
+            name=evaluation_source_name("residuals", curves.role),
+        )
+        dots = plot.scatter(
+            "x",
+            "y",
+            source=source,
+            size=4,
+            alpha=0.5,
+            color=MODEL_COLORS[curves.role],
+            legend_label=_label(curves, "rmse"),
+        )
+        plot.add_tools(
+            HoverTool(renderers=[dots], tooltips=[("prediction", "@x"), ("residual", "@y")])
+        )
+    plot.add_layout(Span(location=0, dimension="width", line_color="#555", line_dash="dashed"))
+    return plot
+
+
+def evaluation_charts(evaluation: Evaluation) -> list[Any]:
+    """The plots people look for by task, the champion drawn beside the candidate."""
+    from bokeh.layouts import row
+
+    if evaluation.task == "binary":
+        return [
+            row(
+                _curve_chart(
+                    evaluation,
+                    "roc",
+                    title="ROC (test rows)",
+                    x_label="false positive rate",
+                    y_label="true positive rate",
+                    metric="roc_auc",
+                    diagonal=True,
+                ),
+                _curve_chart(
+                    evaluation,
+                    "pr",
+                    title="Precision-recall (test rows)",
+                    x_label="recall",
+                    y_label="precision",
+                    metric="f1",
+                ),
+            ),
+            _curve_chart(
+                evaluation,
+                "calibration",
+                title="Calibration (test rows, 10 bins)",
+                x_label="mean predicted probability",
+                y_label="fraction positive",
+                metric="logloss",
+                diagonal=True,
+            ),
+        ]
+    if evaluation.task == "multiclass":
+        return [row(*[confusion_chart(evaluation, c) for c in evaluation.models])]
+    return [residual_chart(evaluation)]
+
+
+def shap_chart(shap: dict[str, float], rows: int, *, top: int = TOP_FEATURES) -> Any:
+    """Horizontal bars of the ``top`` features by mean |SHAP contribution|."""
+    from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Range1d
+    from bokeh.plotting import figure
+
+    ranked = sorted(shap.items(), key=lambda kv: kv[1], reverse=True)[:top]
+    names = [name for name, _ in reversed(ranked)]
+    values = [value for _, value in reversed(ranked)]
+    source = ColumnDataSource(data={"feature": names, "shap": values}, name=SHAP_SOURCE)
+    plot = figure(
+        title=f"Mean |SHAP contribution| ({rows:,} test rows)",
+        y_range=FactorRange(factors=names),
+        x_range=Range1d(start=0, end=max(values, default=1.0) * 1.05 or 1.0),
+        x_axis_label="mean |contribution| (margin)",
+        width=480,
+        height=max(160, 28 * len(names) + 80),
+        tools="save",
+    )
+    plot.hbar(y="feature", right="shap", height=0.7, source=source, color="#2ca02c")
+    plot.add_tools(HoverTool(tooltips=[("feature", "@feature"), ("mean |SHAP|", "@shap{0.0000}")]))
+    return plot
+
+
+def training_report(
+    metadata: ModelMetadata, importance: dict[str, float], evaluation: Evaluation | None = None
+) -> str:
     """The whole page, with BokehJS inlined (no network needed to view it)."""
     from bokeh.embed import file_html
-    from bokeh.layouts import column
+    from bokeh.layouts import column, row
     from bokeh.models.widgets import Div
     from bokeh.resources import INLINE
 
@@ -137,7 +353,16 @@ def training_report(metadata: ModelMetadata, importance: dict[str, float]) -> st
         if importance
         else Div(text="<p>The model has no feature importance (no splits).</p>")
     )
-    page: str = file_html(column(header, *curves, bars), resources=INLINE, title=title)
+    sections: list[Any] = [header, *curves]
+    if evaluation is not None:
+        compared = ", with the champion beside it" if len(evaluation.models) > 1 else ""
+        sections.append(
+            Div(text=f"<h2>Evaluation on {evaluation.test_rows:,} test rows{compared}</h2>")
+        )
+        sections += evaluation_charts(evaluation)
+        if evaluation.shap:
+            bars = row(bars, shap_chart(evaluation.shap, evaluation.shap_rows))
+    page: str = file_html(column(*sections, bars), resources=INLINE, title=title)
     return page
 
 
@@ -235,6 +460,10 @@ def write_training_report(*, lake: str, candidate: ModelCandidate) -> str:
     if not store.exists(path):
         registry = ModelRegistry(lake=lake)
         metadata = registry.metadata(candidate.model_name, candidate.version)
-        page = training_report(metadata, feature_importance(registry, metadata))
+        page = training_report(
+            metadata,
+            feature_importance(registry, metadata),
+            registry.evaluation(candidate.model_name, candidate.version),
+        )
         store.write_bytes(path, page.encode())
     return store.url_of(path)

@@ -23,6 +23,7 @@ from tasks.records import ScoringResult
 from tasks.score.publish import DRIFT_EVENT
 from tasks.spec import load_spec
 from tasks.train.features import model_inputs
+from tests.support.bokeh_pages import named_sources
 from tests.support.paths import DEMO_SPEC
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
@@ -186,6 +187,11 @@ def test_drift_alerts_on_exactly_the_shifted_feature_and_the_new_category(
     assert sorted(payload["drifted"]) == ["monthly_charges", "region"]
     assert payload["model_version"] == result.model_version
     assert payload["manifest"] == result.manifest_uri
+    # The drift report overlays training and scored shares of every feature's bins.
+    run = result.manifest_uri.rsplit("/", 1)[-1].removesuffix(".json")
+    page = Path(trained) / "runs/reports/customers" / result.model_version / f"drift-{run}.html"
+    charges = named_sources(page.read_text())["drift:monthly_charges"]
+    assert sum(charges["train"]) == pytest.approx(1.0) == sum(charges["scored"])
     metrics = (Path(trained) / "runs" / "metrics" / "customers-scoring.prom").read_text()
     assert 'mlops_feature_psi{dataset="customers",feature="monthly_charges"}' in metrics
     assert 'mlops_rows_scored{dataset="customers"} 3000.0' in metrics
@@ -238,7 +244,12 @@ def test_multiclass_and_regression_predictions_equal_the_model_files_own(
 ) -> None:
     spec = spec_variant(f"{task}.yaml", **changes)
     lake = str(tmp_path / "lake")
-    assert ml_pipeline(spec=spec, source=str(demo_source), lake=lake).promoted
+    trained = ml_pipeline(spec=spec, source=str(demo_source), lake=lake)
+    assert trained.promoted
+    # The training report draws the plot of the task: a confusion matrix or residuals.
+    report = Path(lake) / "runs/reports/customers" / trained.model_version / "training.html"
+    chart = "confusion" if task == "multiclass" else "residuals"
+    assert f"eval:{chart}:candidate" in named_sources(report.read_text())
     target = changes["target"]
     source = batch(tmp_path, "incoming", rows=1500)
     result = score_flow(spec=spec, source=source, lake=lake)

@@ -40,6 +40,7 @@ def test_train_registers_a_ubjson_model_with_full_metadata_and_reuses_it(
     assert candidate.rows["train"] > candidate.rows["test"] > 0
     folder = Path(validated) / "models" / "customers" / "versions" / candidate.version
     assert sorted(p.name for p in folder.iterdir()) == [
+        "evaluation.json",
         "metadata.json",
         "model.ubj",
         "profile.json",
@@ -77,6 +78,12 @@ def test_train_registers_a_ubjson_model_with_full_metadata_and_reuses_it(
     features = sources["importance:gain"]["feature"]
     assert features and set(features) <= set(meta["layout"]["features"])
     assert f"customers@{candidate.version}" in artifact.description
+    # Evaluation plots of the test rows, and SHAP importance beside the gain.
+    roc = sources["eval:roc:candidate"]
+    assert roc["x"][0] == 0.0 and roc["x"][-1] == 1.0 and roc["y"][-1] == 1.0
+    assert "eval:pr:candidate" in sources and "eval:calibration:candidate" in sources
+    shap = sources["importance:shap"]
+    assert set(shap["feature"]) <= set(meta["layout"]["features"]) and min(shap["shap"]) >= 0
 
 
 def test_promotion_keeps_a_better_champion_and_records_every_decision(
@@ -99,6 +106,16 @@ def test_promotion_keeps_a_better_champion_and_records_every_decision(
     assert second.champion_value == pytest.approx(champion.metrics["roc_auc"], abs=1e-9)
     assert second.candidate_value is not None and second.candidate_value < second.champion_value
     assert registry.champion("customers") == champion.version
+    # The weak candidate's evaluation draws the champion beside it on the same test rows.
+    evaluation = registry.evaluation("customers", weak.version)
+    assert evaluation is not None
+    assert [(m.role, m.version) for m in evaluation.models] == [
+        ("candidate", weak.version),
+        ("champion", champion.version),
+    ]
+    assert evaluation.models[1].metrics["roc_auc"] == pytest.approx(second.champion_value)
+    page = (Path(validated) / "runs/reports/customers" / weak.version / "training.html").read_text()
+    assert "eval:roc:champion" in named_sources(page)
 
     third = promote_flow(spec=demo_spec, lake=validated)  # default: newest version (the weak one)
     assert third.candidate == weak.version and not third.promoted

@@ -1,0 +1,109 @@
+"""A model's evaluation curves on the test rows, and its global SHAP importance.
+
+The curves (ROC, precision-recall and calibration for binary, a confusion matrix for
+classes, residuals for regression) come from the labels and predictions of the test rows
+already gathered to score the model; the champion's are drawn on the same rows when it
+encodes rows the same way, so the promotion decision can be seen. SHAP importance is the
+mean absolute TreeSHAP contribution (XGBoost's ``pred_contribs``) per feature, computed on
+the cluster on a sample of the test rows.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from distributed import Client
+
+from tasks.records import FeatureLayout, ModelCurves
+from tasks.train.features import SPLIT_COLUMN, SPLITS
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+    import xgboost
+
+# Points kept per curve, bins of the calibration plot, residuals kept, rows SHAP is run on.
+CURVE_POINTS = 200
+CALIBRATION_BINS = 10
+RESIDUAL_POINTS = 1000
+SHAP_ROWS = 20_000
+
+
+def _thin(x: np.ndarray, y: np.ndarray, points: int = CURVE_POINTS) -> list[tuple[float, float]]:
+    """At most ``points`` points of a curve, its ends included."""
+    keep = np.unique(np.linspace(0, len(x) - 1, min(points, len(x))).round().astype(int))
+    return [(float(a), float(b)) for a, b in zip(x[keep], y[keep], strict=True)]
+
+
+def model_curves(
+    layout: FeatureLayout,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    *,
+    version: str,
+    role: Literal["candidate", "champion"],
+    metrics: dict[str, float],
+) -> ModelCurves:
+    """The curves of one model's predictions of the test rows."""
+    from sklearn import metrics as skm
+
+    curves = ModelCurves(version=version, role=role, metrics=metrics)
+    if layout.task == "binary":
+        fpr, tpr, _ = skm.roc_curve(y_true, y_pred)
+        precision, recall, _ = skm.precision_recall_curve(y_true, y_pred)
+        bins = np.minimum((y_pred * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
+        calibration = [
+            (
+                float(y_pred[bins == b].mean()),
+                float(y_true[bins == b].mean()),
+                int((bins == b).sum()),
+            )
+            for b in range(CALIBRATION_BINS)
+            if (bins == b).any()
+        ]
+        return curves.model_copy(
+            update={
+                "roc": _thin(fpr, tpr),
+                "pr": _thin(recall[::-1], precision[::-1]),
+                "calibration": calibration,
+            }
+        )
+    if layout.task == "multiclass":
+        labels = list(range(len(layout.classes or [])))
+        matrix = skm.confusion_matrix(y_true, y_pred.argmax(axis=1), labels=labels)
+        return curves.model_copy(update={"confusion": matrix.astype(int).tolist()})
+    predictions = y_pred.reshape(-1)
+    step = max(1, len(predictions) // RESIDUAL_POINTS)
+    sample = slice(None, None, step)
+    residuals = [
+        (float(p), float(t - p)) for p, t in zip(predictions[sample], y_true[sample], strict=True)
+    ]
+    return curves.model_copy(update={"residuals": residuals[:RESIDUAL_POINTS]})
+
+
+def shap_importance(
+    client: Client,
+    booster: xgboost.Booster,
+    prepared: dd.DataFrame,
+    layout: FeatureLayout,
+    *,
+    test_rows: int,
+) -> tuple[dict[str, float], int]:
+    """Mean |TreeSHAP contribution| per feature on up to ``SHAP_ROWS`` test rows (drawn
+    evenly from every partition), computed on the workers; and the rows used."""
+    from xgboost import dask as dxgb
+
+    rows = prepared[prepared[SPLIT_COLUMN] == SPLITS["test"]][layout.features]
+    if test_rows > SHAP_ROWS:
+        rows = rows.sample(frac=SHAP_ROWS / test_rows, random_state=0)
+    rows = client.persist(rows)
+    used = int(client.compute(rows.map_partitions(len).sum()).result())
+    if not used:
+        return {}, 0
+    matrix = dxgb.DaskDMatrix(client, rows, enable_categorical=True)
+    contributions = dxgb.predict(client, booster, matrix, pred_contribs=True)
+    # Rows x (features + bias), or rows x classes x (features + bias) for classes.
+    means = np.asarray(client.compute(abs(contributions).mean(axis=0)).result())
+    if means.ndim == 2:
+        means = means.mean(axis=0)
+    return {f: float(v) for f, v in zip(layout.features, means[:-1], strict=True)}, used
