@@ -13,6 +13,10 @@ medians reported:
   e     train      the training stage alone (benchmarks/train_stage.py) vs a's read+train
   f     2000       b on the same rows in 2,000 files
   g     1 file     b on the same rows in one file
+  s     score base the plain scoring script (benchmarks/score_baseline.py): pyarrow read,
+                   inplace_predict on all cores, a Parquet file, with the champion of b-d
+  h     score      ``mlops score`` of the 16 files with that champion (predictions, checks,
+                   drift), as a user runs it; ``i``: the same again (nothing new)
 
 b to g run in each mode: ``embedded`` (no Prefect server: each run starts Prefect's
 ephemeral API, what ``make run`` and ``mlops run`` do out of the box) and ``server`` (one
@@ -59,6 +63,8 @@ TARGETS = {
     "2000 files/16 files": 1.3,
     "1 file/16 files": 1.1,
     "peak memory/data": 3.0,
+    "score/plain score": 1.25,
+    "drift share of scoring": 0.10,
 }
 
 
@@ -212,13 +218,70 @@ def bench_mode(
         measured["d"] = pipeline("16 files", lake)
     finally:
         new_file.unlink()
+    measured.update(bench_scoring(source=sources["16 files"], lake=lake, env=env, work=base))
     measured["f"] = pipeline("2000 files", base / "lake-2000")
     measured["g"] = pipeline("1 file", base / "lake-1")
     shutil.rmtree(base, ignore_errors=True)
+    return summarize(measured, baseline)
+
+
+def champion_folder(lake: Path, dataset: str = "bench") -> Path:
+    aliases = json.loads((lake / "models" / dataset / "aliases.json").read_text())
+    return lake / "models" / dataset / "versions" / aliases["champion"]
+
+
+def bench_scoring(
+    *, source: Path, lake: Path, env: dict[str, str], work: Path
+) -> dict[str, Measured]:
+    """s, h and i: the plain scoring script, then ``mlops score`` cold and again, on the
+    lake's champion."""
+    python, cwd = sys.executable, str(Path(__file__).resolve().parent.parent)
+    work.mkdir(parents=True, exist_ok=True)
+    measured = {
+        "s": measure(
+            [
+                python,
+                "-m",
+                "benchmarks.score_baseline",
+                "--spec",
+                SPEC,
+                "--source",
+                str(source),
+                "--model",
+                str(champion_folder(lake)),
+                "--out",
+                str(work / "plain-predictions.parquet"),
+            ],
+            env=env,
+            cwd=cwd,
+        )
+    }
+    score = [python, "-m", "deployments.cli", "score", "--spec", SPEC, "--no-progress", "--json"]
+    for key in ("h", "i"):
+        measured[key] = measure(
+            [*score, "--source", str(source), "--lake", str(lake)], env=env, cwd=cwd
+        )
+    return measured
+
+
+def scoring_ratios(measured: dict[str, Measured]) -> dict[str, float]:
+    """h against s, i against h, and the share of the splits' time spent profiling the
+    rows for drift."""
+    seconds = {k: m.seconds for k, m in measured.items()}
+    phases = measured["h"].output.get("split_seconds", {})
+    return {
+        "score/plain score": seconds["h"] / seconds["s"],
+        "score again/score": seconds["i"] / seconds["h"],
+        "drift share of scoring": phases.get("profile", 0.0) / max(phases.get("total", 0.0), 1e-9),
+    }
+
+
+def summarize(measured: dict[str, Measured], baseline: Measured) -> dict[str, Any]:
     seconds = {k: m.seconds for k, m in measured.items()}
     baseline_train = sum(baseline.output["timings"][p] for p in ("read", "prepare", "train"))
     data_bytes = baseline.output["frame_bytes"]
-    peak = max(m.peak_bytes for m in measured.values())
+    peak = max((m.peak_bytes for k, m in measured.items() if k in "bcdefg"), default=0)
+    ratios = scoring_ratios(measured)
     return {
         "seconds": seconds,
         "peak_bytes": {k: m.peak_bytes for k, m in measured.items()},
@@ -230,7 +293,9 @@ def bench_mode(
             "2000 files/16 files": seconds["f"] / seconds["b"],
             "1 file/16 files": seconds["g"] / seconds["b"],
             "peak memory/data": peak / data_bytes,
+            **ratios,
         },
+        "split_seconds": measured["h"].output.get("split_seconds", {}),
         "roc_auc": {k: m.output.get("metrics", {}).get("roc_auc") for k, m in measured.items()},
         # Where the pipeline's time went (its own stage clock), for each run.
         "stage_seconds": {
@@ -280,6 +345,64 @@ def bench_size(
     return result
 
 
+def scoring_lines(results: list[dict[str, Any]]) -> list[str]:
+    """s, h, i and their ratios, per size and mode."""
+    head = (
+        f"{'rows':>10} {'mode':>9} {'s plain':>8} {'h score':>8} {'i again':>8} "
+        f"{'h/s':>5} {'i/h':>5} {'drift':>6}"
+    )
+    lines = ["", head, "-" * len(head)]
+    for r in results:
+        for mode, m in r["modes"].items():
+            s, q = m["seconds"], m["ratios"]
+            if "h" not in s:
+                continue
+            lines.append(
+                f"{r['rows']:>10,} {mode:>9} {s['s']:>8.1f} {s['h']:>8.1f} {s['i']:>8.1f} "
+                f"{q['score/plain score']:>5.2f} {q['score again/score']:>5.2f} "
+                f"{q['drift share of scoring']:>6.3f}"
+            )
+    return lines
+
+
+def scoring_only(rows: int, *, work: Path, envs: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """s, h and i at one size in each mode, on a lake trained once by ``mlops run``."""
+    python, cwd = sys.executable, str(Path(__file__).resolve().parent.parent)
+    source = landing(work, rows, FILES)
+    lake = work / f"{rows}" / "scoring-lake"
+    if not (lake / "models" / "bench" / "aliases.json").exists():
+        measure(
+            [
+                python,
+                "-m",
+                "deployments.cli",
+                "run",
+                "--spec",
+                SPEC,
+                "--no-progress",
+                "--json",
+                "--source",
+                str(source),
+                "--lake",
+                str(lake),
+            ],
+            env=envs["server"],
+            cwd=cwd,
+        )
+    modes = {}
+    for mode, env in envs.items():
+        # Each mode scores from scratch: the predictions of the other are not reused.
+        shutil.rmtree(lake / "predictions", ignore_errors=True)
+        shutil.rmtree(lake / "runs" / "results" / "score-split", ignore_errors=True)
+        measured = bench_scoring(source=source, lake=lake, env=env, work=work / f"{rows}" / mode)
+        modes[mode] = {
+            "seconds": {k: m.seconds for k, m in measured.items()},
+            "ratios": scoring_ratios(measured),
+            "split_seconds": measured["h"].output.get("split_seconds", {}),
+        }
+    return {"rows": rows, "modes": modes}
+
+
 def table(results: list[dict[str, Any]]) -> str:
     head = (
         f"{'rows':>10} {'mode':>9} {'a base':>7} {'b cold':>7} {'c warm':>7} {'d +file':>7} "
@@ -290,6 +413,8 @@ def table(results: list[dict[str, Any]]) -> str:
     for r in results:
         for mode, m in r["modes"].items():
             s, q = m["seconds"], m["ratios"]
+            if "b" not in s:
+                continue
             lines.append(
                 f"{r['rows']:>10,} {mode:>9} {r['baseline_seconds']:>7.1f} {s['b']:>7.1f} "
                 f"{s['c']:>7.1f} {s['d']:>7.1f} {s['e']:>7.1f} {s['f']:>7.1f} {s['g']:>7.1f} "
@@ -298,6 +423,7 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"{q['train/baseline train']:>6.2f} {q['peak memory/data']:>5.2f}  "
                 f"{r['baseline_roc_auc']:.4f}/{m['roc_auc']['b'] or 0:.4f}"
             )
+    lines += scoring_lines(results)
     lines.append("targets at 4M rows: " + ", ".join(f"{k} <= {v}" for k, v in TARGETS.items()))
     return "\n".join(lines)
 
@@ -308,6 +434,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--work", default=".mlops/bench")
     parser.add_argument("--out", default=".mlops/bench/results.json")
+    parser.add_argument(
+        "--scoring-only",
+        action="store_true",
+        help="train once (with the server), then measure only s, h and i in both modes",
+    )
     args = parser.parse_args()
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -341,6 +472,9 @@ def main() -> None:
             capture_output=True,
         )
         for size in args.sizes.split(","):
+            if args.scoring_only:
+                results.append(scoring_only(parse_size(size), work=work, envs=envs))
+                continue
             result = bench_size(parse_size(size), repeats=args.repeats, work=work, envs=envs)
             results.append(result)
             print("\n".join(table([result]).splitlines()[2:-1]), flush=True)

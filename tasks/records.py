@@ -435,6 +435,9 @@ class ScoredSplit(BaseModel):
     quarantined: list[QuarantineRecord] = Field(default_factory=list)
     # Sums for the realized metric over the scored rows that carry the target (else empty).
     labeled: dict[str, list[float]] = Field(default_factory=dict)
+    # Where the split's time went: check, predict, profile, write, and the total (the rest
+    # is reading and casting).
+    seconds: dict[str, float] = Field(default_factory=dict)
 
 
 class FeatureDrift(BaseModel):
@@ -511,6 +514,8 @@ class ScoringResult(BaseModel):
     lake: str = ""
     # Why the model is not the one asked for (an earlier champion's predictions stand).
     note: str = ""
+    # Seconds of the splits scored now, added up by phase (worker time, not wall time).
+    split_seconds: dict[str, float] = Field(default_factory=dict)
 
     def summary(self) -> str:
         """A few lines for a human at a terminal."""

@@ -85,6 +85,10 @@ def scoring_result(
     """What the run did, for the caller (``ScoringResult``) and the CLI's summary."""
     files = [f for s in scored for f in s.files]
     cached = sum(len(s.files) for s, hit in zip(scored, from_cache, strict=True) if hit)
+    phases: dict[str, float] = {}
+    for split, hit in zip(scored, from_cache, strict=True):
+        for phase, value in ({} if hit else split.seconds).items():
+            phases[phase] = round(phases.get(phase, 0.0) + value, 4)
     return ScoringResult(
         dataset=manifest.dataset,
         model_version=model.version,
@@ -99,6 +103,7 @@ def scoring_result(
         drift=manifest.drift,
         quarantined=[q.reason for q in manifest.quarantined],
         lake=lake.uri,
+        split_seconds=phases,
         note=(
             f"scored before by {model.version}, whose predictions stand; the champion is now "
             f"{champion}: rescore to score with it"

@@ -16,7 +16,10 @@ partial output, and a retry writes the same file again.
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,7 +101,19 @@ class SplitScorer:
     sums: list[dict[str, list[float]]] = field(default_factory=list)
     quarantined: list[QuarantineRecord] = field(default_factory=list)
     rows: int = 0
+    # Seconds spent checking, predicting (and explaining), profiling and writing.
+    seconds: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("check", "predict", "profile", "write"), 0.0)
+    )
     _sink: Any = None
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - started
 
     def __post_init__(self) -> None:
         self.booster = load_booster(self.model.model_uri)
@@ -151,7 +166,8 @@ class SplitScorer:
             return {}
         table = pa.concat_tables([t for _, _, t, _ in batch.pieces])
         frame = table.to_pandas()
-        failed = self._failures(frame, batch)
+        with self.timed("check"):
+            failed = self._failures(frame, batch)
         if failed:
             keep = np.concatenate(
                 [np.full(t.num_rows, f.uri not in failed) for f, _, t, _ in batch.pieces]
@@ -165,8 +181,16 @@ class SplitScorer:
 
     def _write(self, batch: Batch, frame: pd.DataFrame, table: pa.Table) -> None:
         layout = self.model.layout
-        inputs = model_inputs(frame, layout)
-        predictions = predict(self.booster, inputs)
+        with self.timed("predict"):
+            inputs = model_inputs(frame, layout)
+            predictions = predict(self.booster, inputs)
+            explained = (
+                top_contributions(
+                    self.booster, inputs, layout, predictions, self.spec.scoring.explain
+                )
+                if self.spec.scoring.explain
+                else {}
+            )
         columns: dict[str, pa.Array | pa.ChunkedArray] = {}
         if self.spec.key is not None:
             columns[self.spec.key] = table.column(self.spec.key)
@@ -182,30 +206,28 @@ class SplitScorer:
             ),
             pa.int64(),
         )
-        columns |= prediction_columns(layout, predictions)
-        if self.spec.scoring.explain:
-            columns |= top_contributions(
-                self.booster, inputs, layout, predictions, self.spec.scoring.explain
-            )
+        columns |= prediction_columns(layout, predictions) | explained
         columns[MODEL_VERSION_COLUMN] = pa.array(
             np.full(len(frame), self.model.version, dtype=object), pa.string()
         ).dictionary_encode()
-        out = pa.table(columns)
-        if self.writer is None:
-            self.temporary = self.lake.temporary(self.target())
-            self._sink = self.lake.open_temporary(self.temporary)
-            self.writer = pq.ParquetWriter(self._sink, out.schema, compression="zstd")
-        self.writer.write_table(out)
+        with self.timed("write"):
+            out = pa.table(columns)
+            if self.writer is None:
+                self.temporary = self.lake.temporary(self.target())
+                self._sink = self.lake.open_temporary(self.temporary)
+                self.writer = pq.ParquetWriter(self._sink, out.schema, compression="zstd")
+            self.writer.write_table(out)
         self.rows += len(frame)
-        profile = frame_profile(inputs, layout, self.edges, raw=frame, rows_of="scored")
-        self.profiles.append(
-            profile.model_copy(
-                update={
-                    "prediction": prediction_profile(layout, predictions, self.prediction_edges)
-                }
+        with self.timed("profile"):
+            profile = frame_profile(inputs, layout, self.edges, raw=frame, rows_of="scored")
+            self.profiles.append(
+                profile.model_copy(
+                    update={
+                        "prediction": prediction_profile(layout, predictions, self.prediction_edges)
+                    }
+                )
             )
-        )
-        self.sums.append(self._labeled(frame, predictions))
+            self.sums.append(self._labeled(frame, predictions))
 
     def _labeled(self, frame: pd.DataFrame, predictions: np.ndarray) -> dict[str, list[float]]:
         """Sums for the realized metric over the rows that carry the target."""
@@ -265,6 +287,7 @@ def _reason(uri: str, outcomes: list[Any]) -> str:
 def score_split(*, split: Split, spec: DatasetSpec, lake: Lake, model: ScoringModel) -> ScoredSplit:
     """Score one split's files with ``model``; quarantine each file that cannot be read,
     cast or checked, with the reason, and go on with the others."""
+    started = time.perf_counter()
     scorer = SplitScorer(split=split, spec=spec, lake=lake, model=model)
     optional = frozenset({spec.target})
     target_bytes = spec.ingest.partition_bytes
@@ -331,8 +354,11 @@ def score_split(*, split: Split, spec: DatasetSpec, lake: Lake, model: ScoringMo
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    seconds = {k: round(v, 4) for k, v in scorer.seconds.items()}
+    seconds["total"] = round(time.perf_counter() - started, 4)
     return ScoredSplit(
         split_id=split.split_id,
+        seconds=seconds,
         files=split.files,
         model_version=model.version,
         predictions_uri=uri,
