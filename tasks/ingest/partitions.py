@@ -18,6 +18,7 @@ import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -315,16 +316,28 @@ def ingest_split(
     )
 
 
+def quarantine_record(
+    spec: DatasetSpec,
+    file: LandingFile,
+    reader: FileReader,
+    reason: str,
+    *,
+    stage: Literal["ingest", "validate", "score"],
+) -> QuarantineRecord:
+    """Why ``file`` is set aside, keyed by its bytes (or, unread, by its name and tag)."""
+    key = reader.sha256 or hashlib.sha256(f"{file.uri}:{file.tag}".encode()).hexdigest()
+    return QuarantineRecord(
+        record_id=file_record_id(key, spec.schema_hash()),
+        stage=stage,
+        source_uri=file.uri,
+        reason=reason,
+    )
+
+
 def quarantine(
     lake: Lake, spec: DatasetSpec, file: LandingFile, reader: FileReader, reason: str
 ) -> QuarantineRecord:
     """Set ``file`` aside with ``reason``: a record in the lake (its bytes stay where they are)."""
-    key = reader.sha256 or hashlib.sha256(f"{file.uri}:{file.tag}".encode()).hexdigest()
-    record = QuarantineRecord(
-        record_id=file_record_id(key, spec.schema_hash()),
-        stage="ingest",
-        source_uri=file.uri,
-        reason=reason,
-    )
+    record = quarantine_record(spec, file, reader, reason, stage="ingest")
     lake.write_json(lake.quarantine(spec.name, record.record_id), record)
     return record

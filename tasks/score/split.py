@@ -15,7 +15,6 @@ partial output, and a retry writes the same file again.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.errors import PartitionError
-from tasks.ingest.partitions import FETCH_THREADS, file_record_id
+from tasks.ingest.partitions import FETCH_THREADS, quarantine_record
 from tasks.ingest.read import READ_ERRORS, FileReader, LandingReadError, prefetch
 from tasks.lake import Lake
 from tasks.records import (
@@ -135,10 +134,16 @@ class SplitScorer:
         if not self.expectations:
             return {}
         label = batch.pieces[0][0].uri
-        whole = validate_frame(
-            frame, self.expectations, suite_key=self.suite_key, partition_id="", source_uri=label
+        # Pass or fail first (the usual case, and cheaper); the reasons only on failure.
+        passed = validate_frame(
+            frame,
+            self.expectations,
+            suite_key=self.suite_key,
+            partition_id="",
+            source_uri=label,
+            result_format="BOOLEAN_ONLY",
         )
-        if whole.success:
+        if passed.success:
             return {}
         failures: dict[str, str] = {}
         pieces = batch.pieces if len(batch.pieces) > 1 else []
@@ -156,6 +161,13 @@ class SplitScorer:
             if not result.success:
                 failures[file.uri] = _reason(file.uri, result.expectations)
         if not pieces:
+            whole = validate_frame(
+                frame,
+                self.expectations,
+                suite_key=self.suite_key,
+                partition_id="",
+                source_uri=label,
+            )
             failures[label] = _reason(label, whole.expectations)
         return failures
 
@@ -373,13 +385,7 @@ def quarantine(
     lake: Lake, spec: DatasetSpec, file: LandingFile, reader: FileReader, reason: str
 ) -> QuarantineRecord:
     """Set a scoring file aside with ``reason`` (a record under ``predictions/<name>/``)."""
-    key = reader.sha256 or hashlib.sha256(f"{file.uri}:{file.tag}".encode()).hexdigest()
-    record = QuarantineRecord(
-        record_id=file_record_id(key, spec.schema_hash()),
-        stage="score",
-        source_uri=file.uri,
-        reason=reason,
-    )
+    record = quarantine_record(spec, file, reader, reason, stage="score")
     lake.write_json(
         lake.path("predictions", spec.name, "quarantine", f"{record.record_id}.json"), record
     )

@@ -50,8 +50,12 @@ def numeric_profile(values: np.ndarray, edges: Sequence[float]) -> FeatureProfil
 def categorical_profile(values: pd.Series) -> FeatureProfile:
     """A count per category that occurs (as text); missing values count as null."""
     present = values.dropna()
-    # As text and as objects: a Categorical would also list its categories that do not occur.
-    counts = present.astype("object").astype(str).value_counts()
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        # Counted on the codes; a Categorical also lists its categories that do not occur.
+        counts = present.value_counts()
+        counts = counts[counts > 0]
+    else:
+        counts = present.astype("object").astype(str).value_counts()
     return FeatureProfile(
         kind="categorical",
         rows=len(values),

@@ -84,27 +84,50 @@ def learning_curve(history: History, metric: str, *, best_iteration: int | None)
     return plot
 
 
-def importance_chart(importance: dict[str, float], *, top: int = TOP_FEATURES) -> Any:
-    """Horizontal bars of the ``top`` features by gain, largest on top."""
+def ranked_bars(
+    values: dict[str, float],
+    *,
+    column: str,
+    source_name: str,
+    title: str,
+    x_label: str,
+    color: str,
+    width: int,
+    top: int = TOP_FEATURES,
+) -> Any:
+    """Horizontal bars of the ``top`` features by ``values``, largest on top."""
     from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Range1d
     from bokeh.plotting import figure
 
-    ranked = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:top]
+    ranked = sorted(values.items(), key=lambda kv: kv[1], reverse=True)[:top]
     names = [name for name, _ in reversed(ranked)]
-    gains = [gain if math.isfinite(gain) else 0.0 for _, gain in reversed(ranked)]
-    source = ColumnDataSource(data={"feature": names, "gain": gains}, name=IMPORTANCE_SOURCE)
+    shown = [value if math.isfinite(value) else 0.0 for _, value in reversed(ranked)]
+    source = ColumnDataSource(data={"feature": names, column: shown}, name=source_name)
     plot = figure(
-        title="Feature importance (total gain per split, averaged)",
+        title=title,
         y_range=FactorRange(factors=names),
-        x_range=Range1d(start=0, end=max(gains, default=1.0) * 1.05 or 1.0),
-        x_axis_label="gain",
-        width=720,
+        x_range=Range1d(start=0, end=max(shown, default=1.0) * 1.05 or 1.0),
+        x_axis_label=x_label,
+        width=width,
         height=max(160, 28 * len(names) + 80),
         tools="save",
     )
-    plot.hbar(y="feature", right="gain", height=0.7, source=source, color="#1f77b4")
-    plot.add_tools(HoverTool(tooltips=[("feature", "@feature"), ("gain", "@gain{0.000}")]))
+    plot.hbar(y="feature", right=column, height=0.7, source=source, color=color)
+    plot.add_tools(HoverTool(tooltips=[("feature", "@feature"), (x_label, f"@{column}{{0.0000}}")]))
     return plot
+
+
+def importance_chart(importance: dict[str, float], *, width: int = 720) -> Any:
+    """The features by XGBoost's gain."""
+    return ranked_bars(
+        importance,
+        column="gain",
+        source_name=IMPORTANCE_SOURCE,
+        title="Feature importance (total gain per split, averaged)",
+        x_label="gain",
+        color="#1f77b4",
+        width=width,
+    )
 
 
 MODEL_COLORS = {"candidate": "#1f77b4", "champion": "#d62728"}
@@ -297,27 +320,17 @@ def evaluation_charts(evaluation: Evaluation) -> list[Any]:
     return [residual_chart(evaluation)]
 
 
-def shap_chart(shap: dict[str, float], rows: int, *, top: int = TOP_FEATURES) -> Any:
-    """Horizontal bars of the ``top`` features by mean |SHAP contribution|."""
-    from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Range1d
-    from bokeh.plotting import figure
-
-    ranked = sorted(shap.items(), key=lambda kv: kv[1], reverse=True)[:top]
-    names = [name for name, _ in reversed(ranked)]
-    values = [value for _, value in reversed(ranked)]
-    source = ColumnDataSource(data={"feature": names, "shap": values}, name=SHAP_SOURCE)
-    plot = figure(
+def shap_chart(shap: dict[str, float], rows: int) -> Any:
+    """The features by mean |SHAP contribution| on the test rows."""
+    return ranked_bars(
+        shap,
+        column="shap",
+        source_name=SHAP_SOURCE,
         title=f"Mean |SHAP contribution| ({rows:,} test rows)",
-        y_range=FactorRange(factors=names),
-        x_range=Range1d(start=0, end=max(values, default=1.0) * 1.05 or 1.0),
-        x_axis_label="mean |contribution| (margin)",
+        x_label="mean |contribution| (margin)",
+        color="#2ca02c",
         width=480,
-        height=max(160, 28 * len(names) + 80),
-        tools="save",
     )
-    plot.hbar(y="feature", right="shap", height=0.7, source=source, color="#2ca02c")
-    plot.add_tools(HoverTool(tooltips=[("feature", "@feature"), ("mean |SHAP|", "@shap{0.0000}")]))
-    return plot
 
 
 def training_report(
@@ -360,8 +373,11 @@ def training_report(
             Div(text=f"<h2>Evaluation on {evaluation.test_rows:,} test rows{compared}</h2>")
         )
         sections += evaluation_charts(evaluation)
-        if evaluation.shap:
-            bars = row(bars, shap_chart(evaluation.shap, evaluation.shap_rows))
+        if evaluation.shap and importance:
+            bars = row(
+                importance_chart(importance, width=480),
+                shap_chart(evaluation.shap, evaluation.shap_rows),
+            )
     page: str = file_html(column(*sections, bars), resources=INLINE, title=title)
     return page
 

@@ -11,6 +11,7 @@ import pytest
 
 from blocks.registry import ModelRegistry
 from flows.pipeline import ml_pipeline
+from flows.score import score_flow
 from tests.support.release_lakes import copy_release_lake, files_with_mtimes
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
@@ -47,3 +48,9 @@ def test_a_lake_of_release_0_1_is_reused_by_a_warm_run(demo_spec: str, tmp_path:
     again = ml_pipeline(spec=demo_spec, source=str(old.landing), lake=str(old.lake))
     assert again.files_read == 0 and again.dataset_version == result.dataset_version
     assert list((old.lake / "datasets/customers/landing").glob("*.json"))
+
+    # The 0.1 champion scores new files; without a training profile, drift is not judged.
+    scored = score_flow(spec=demo_spec, source=str(old.landing), lake=str(old.lake))
+    assert scored.model_version == champion and scored.rows_scored == 2000
+    assert scored.drift.status == "no-profile" and scored.drift.features == []
+    assert "the model has no training profile" in scored.summary()
