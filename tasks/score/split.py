@@ -251,7 +251,10 @@ class SplitScorer:
         values = target[labeled]
         if layout.classes is not None:
             index = {c: i for i, c in enumerate(layout.classes)}
-            codes = np.array([index.get(class_name(v), -1) for v in values])
+            # Each distinct label named once, not each row.
+            found, uniques = pd.factorize(values)
+            lookup = np.array([index.get(class_name(v), -1) for v in uniques], dtype=np.int64)
+            codes = lookup[found]
             known = codes >= 0
             return labeled_sums(
                 layout.task, codes[known], predictions[labeled][known], len(layout.classes)

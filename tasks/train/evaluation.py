@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 CURVE_POINTS = 200
 CALIBRATION_BINS = 10
 RESIDUAL_POINTS = 1000
-SHAP_ROWS = 20_000
+# TreeSHAP costs trees x leaves x depth^2 per row (about 1 ms a row for 200 trees of depth 6
+# here): a sample of 2,000 rows ranks the features as well as all of them, in a second or two.
+SHAP_ROWS = 2_000
 
 
 def _thin(x: np.ndarray, y: np.ndarray, points: int = CURVE_POINTS) -> list[tuple[float, float]]:

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 # Quantiles each partition reports for the bin edges: the merged edges are exact to about
 # 1/QUANTILE_GRID of the rows, whatever the number of partitions.
 QUANTILE_GRID = 256
+# Values per partition and column the quantiles are taken from.
+QUANTILE_SAMPLE = 50_000
 # A numeric feature with at most this many distinct values in a partition reports them.
 DISTINCT_LIMIT = 64
 PREDICTION = "prediction"
@@ -33,11 +35,19 @@ PREDICTION = "prediction"
 
 def numeric_profile(values: np.ndarray, edges: Sequence[float]) -> FeatureProfile:
     """Counts of ``values`` in the bins of ``edges``; NaN counts as null."""
-    values = np.asarray(values, dtype="float64")
+    values = np.asarray(values)
+    if values.dtype.kind != "f":
+        values = values.astype("float64")
     missing = np.isnan(values)
     present = values[~missing]
-    bins = np.searchsorted(np.asarray(edges, dtype="float64"), present, side="right")
-    counts = np.bincount(bins, minlength=len(edges) + 1)
+    # A value's bin is the number of edges at or below it. For a few edges, counting the
+    # values at or above each edge is several times faster than a binary search per value.
+    if len(edges) <= 16:
+        at_or_above = np.array([np.count_nonzero(present >= e) for e in edges], dtype=np.int64)
+    else:
+        bins = np.searchsorted(np.asarray(edges, dtype=values.dtype), present, side="right")
+        at_or_above = len(present) - np.cumsum(np.bincount(bins, minlength=len(edges) + 1))[:-1]
+    counts = -np.diff(np.concatenate([[len(present)], at_or_above, [0]]))
     return FeatureProfile(
         kind="numeric",
         rows=len(values),
@@ -122,11 +132,16 @@ def partition_quantiles(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str
     for name in columns:
         values = frame[name].to_numpy(dtype="float64")
         present = values[~np.isnan(values)]
-        distinct = np.unique(present)
+        # Quantiles of an even sample (rows are in hash order already): edges within a
+        # fraction of a bin of the exact ones, at a fraction of the cost of sorting all.
+        sample = present[:: max(1, len(present) // QUANTILE_SAMPLE)]
+        distinct = pd.unique(sample)
+        if len(distinct) <= DISTINCT_LIMIT:
+            distinct = pd.unique(present)  # a hash pass: no sort
         out[name] = {
             "count": len(present),
-            "quantiles": np.quantile(present, grid).tolist() if len(present) else [],
-            "distinct": distinct.tolist() if len(distinct) <= DISTINCT_LIMIT else None,
+            "quantiles": np.quantile(sample, grid).tolist() if len(sample) else [],
+            "distinct": sorted(distinct.tolist()) if len(distinct) <= DISTINCT_LIMIT else None,
         }
     return out
 
