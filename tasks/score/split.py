@@ -160,6 +160,8 @@ class SplitScorer:
             )
             if not result.success:
                 failures[file.uri] = _reason(file.uri, result.expectations)
+        # Every file passing on its own (ids repeated across files, say) leaves none at
+        # fault: each row's prediction is still right, so all are scored.
         if not pieces:
             whole = validate_frame(
                 frame,

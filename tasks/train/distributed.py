@@ -28,7 +28,7 @@ from tasks.train.checkpoint import (
     merge_history,
     stopped_early,
 )
-from tasks.train.evaluation import model_curves, shap_importance
+from tasks.train.evaluation import model_curves, shap_importance, shap_sample
 from tasks.train.features import LABEL_COLUMN, SPLIT_COLUMN, SPLITS, prepare_frame
 from tasks.train.metrics import evaluate
 from tasks.train.profile import training_profile
@@ -313,8 +313,10 @@ def train_distributed(
         )
     timings["evaluate_seconds"] = time.perf_counter() - started
     started = time.perf_counter()
-    shap, shap_rows = shap_importance(client, booster, prepared, layout, test_rows=len(y_test))
-    evaluation = evaluation.model_copy(update={"shap": shap, "shap_rows": shap_rows})
+    sample = shap_sample(client, prepared, layout, test_rows=len(y_test))
+    evaluation = evaluation.model_copy(
+        update={"shap": shap_importance(booster, sample, layout), "shap_rows": len(sample)}
+    )
     timings["shap_seconds"] = time.perf_counter() - started
     started = time.perf_counter()
     profile = training_profile(

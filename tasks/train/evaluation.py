@@ -4,8 +4,8 @@ The curves (ROC, precision-recall and calibration for binary, a confusion matrix
 classes, residuals for regression) come from the labels and predictions of the test rows
 already gathered to score the model; the champion's are drawn on the same rows when it
 encodes rows the same way, so the promotion decision can be seen. SHAP importance is the
-mean absolute TreeSHAP contribution (XGBoost's ``pred_contribs``) per feature, computed on
-the cluster on a sample of the test rows.
+mean absolute TreeSHAP contribution (XGBoost's ``pred_contribs``) per feature, on a sample
+of up to 2,000 test rows drawn on the cluster.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import pandas as pd
 from distributed import Client
 
 from tasks.records import FeatureLayout, ModelCurves
@@ -84,28 +85,29 @@ def model_curves(
 
 
 def shap_importance(
-    client: Client,
-    booster: xgboost.Booster,
-    prepared: dd.DataFrame,
-    layout: FeatureLayout,
-    *,
-    test_rows: int,
-) -> tuple[dict[str, float], int]:
-    """Mean |TreeSHAP contribution| per feature on up to ``SHAP_ROWS`` test rows (drawn
-    evenly from every partition), computed on the workers; and the rows used."""
-    from xgboost import dask as dxgb
+    booster: xgboost.Booster, sample: pd.DataFrame, layout: FeatureLayout
+) -> dict[str, float]:
+    """Mean |TreeSHAP contribution| per feature over ``sample`` (test rows' model inputs)."""
+    import xgboost
 
+    if sample.empty:
+        return {}
+    matrix = xgboost.DMatrix(sample[layout.features], enable_categorical=True)
+    contributions = np.abs(np.asarray(booster.predict(matrix, pred_contribs=True)))
+    # Rows x (features + bias), or rows x classes x (features + bias) for classes.
+    means = contributions.mean(axis=0)
+    if means.ndim == 2:
+        means = means.mean(axis=0)
+    return {f: float(v) for f, v in zip(layout.features, means[:-1], strict=True)}
+
+
+def shap_sample(
+    client: Client, prepared: dd.DataFrame, layout: FeatureLayout, *, test_rows: int
+) -> pd.DataFrame:
+    """Up to ``SHAP_ROWS`` test rows' model inputs, drawn evenly from every partition on the
+    workers: a sample of a few hundred kilobytes is what reaches this process."""
     rows = prepared[prepared[SPLIT_COLUMN] == SPLITS["test"]][layout.features]
     if test_rows > SHAP_ROWS:
         rows = rows.sample(frac=SHAP_ROWS / test_rows, random_state=0)
-    rows = client.persist(rows)
-    used = int(client.compute(rows.map_partitions(len).sum()).result())
-    if not used:
-        return {}, 0
-    matrix = dxgb.DaskDMatrix(client, rows, enable_categorical=True)
-    contributions = dxgb.predict(client, booster, matrix, pred_contribs=True)
-    # Rows x (features + bias), or rows x classes x (features + bias) for classes.
-    means = np.asarray(client.compute(abs(contributions).mean(axis=0)).result())
-    if means.ndim == 2:
-        means = means.mean(axis=0)
-    return {f: float(v) for f, v in zip(layout.features, means[:-1], strict=True)}, used
+    sample: pd.DataFrame = client.compute(rows).result()
+    return sample

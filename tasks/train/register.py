@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from importlib import metadata as importlib_metadata
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,8 @@ from tasks.train.distributed import train_distributed
 from tasks.train.metrics import gain_importance
 from tasks.train.plan import TrainingPlan, planned_rounds
 from tasks.train.progress import follow_training
+
+logger = logging.getLogger(__name__)
 
 # XGBoost takes seconds to import: only training, which needs it, imports it.
 if TYPE_CHECKING:
@@ -131,7 +134,13 @@ def champion_to_compare(
         return None
     if registry.metadata(name, champion).layout != plan.layout:
         return None
-    return champion, registry.load_booster(name, champion)
+    try:
+        return champion, registry.load_booster(name, champion)
+    except Exception as err:  # XGBoost raises its own error for a damaged model file
+        # Drawing the champion is a nicety: a champion that cannot be loaded must not stop
+        # a new model (promotion then reports it).
+        logger.warning("Champion %s@%s not drawn beside the candidate: %s", name, champion, err)
+        return None
 
 
 def find_registered_model(*, lake: str, model_name: str, version: str) -> ModelCandidate | None:

@@ -147,21 +147,16 @@ def test_pipeline_on_s3_survives_thirty_percent_faults(
 
     # The champion scores a batch on S3, through the same faults.
     scoring = tmp_path / "scoring"
-    write_demo_data(str(scoring), rows=3000, files=3, seed=44, unlabeled=True)
+    write_demo_data(str(scoring), rows=2000, files=2, seed=44, unlabeled=True)
     for path in sorted(scoring.iterdir()):
         direct.put_file(str(path), f"landing-zone/scoring/{path.name}")
     scored = score_flow(spec=str(DEMO_SPEC), source="s3://landing-zone/scoring", lake=lake)
-    assert (scored.rows_scored, scored.files_quarantined) == (3000, 0)
+    assert (scored.rows_scored, scored.files_quarantined) == (2000, 0)
     assert scored.model_version == result.model_version
-    assert all(
-        uri.startswith("s3://lake-bucket/ml/predictions/customers/") for uri in scored.predictions
-    )
-    ids = []
-    for uri in scored.predictions:
-        with fsspec.open(uri, "rb", client_kwargs={"endpoint_url": s3_endpoint}) as fh:
-            ids += pq.read_table(fh, columns=["customer_id"]).column(0).to_pylist()
-    assert len(ids) == len(set(ids)) == 3000
+    (uri,) = scored.predictions
+    assert uri.startswith("s3://lake-bucket/ml/predictions/customers/")
+    with fsspec.open(uri, "rb", client_kwargs={"endpoint_url": s3_endpoint}) as fh:
+        ids = pq.read_table(fh, columns=["customer_id"]).column(0).to_pylist()
+    assert len(ids) == len(set(ids)) == 2000
     assert direct.exists(scored.manifest_uri.removeprefix("s3://"))
     assert not [k for k in direct.find("lake-bucket/ml", refresh=True) if "/.tmp-" in k]
-    again = score_flow(spec=str(DEMO_SPEC), source="s3://landing-zone/scoring", lake=lake)
-    assert (again.files_new, again.files_cached) == (0, 3)
