@@ -23,9 +23,14 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.errors import PartitionError
 from tasks.ingest.cast import distinct_values
-from tasks.ingest.read import READ_ERRORS, FileReader, LandingReadError, prefetch
+from tasks.ingest.read import (
+    FILE_ERRORS,
+    FileReader,
+    LandingReadError,
+    file_error_reason,
+    prefetch,
+)
 from tasks.lake import Lake
 from tasks.records import LandingFile, PartitionRef, QuarantineRecord, Segment, Split, SplitOutcome
 from tasks.spec import DatasetSpec
@@ -288,13 +293,9 @@ def ingest_split(
                 duplicate = writer.add(file, reader, seen=seen)
             except LandingReadError:
                 raise  # the store's failure, not the file's: the task is retried
-            except (PartitionError, *READ_ERRORS, KeyError) as err:
+            except FILE_ERRORS as err:
                 # Whatever the file did to the reader, it is this file's problem, not the run's.
-                reason = (
-                    str(err)
-                    if isinstance(err, PartitionError)
-                    else f"{file.uri}: cannot read ({type(err).__name__}): {err}"
-                )
+                reason = file_error_reason(file.uri, err)
                 quarantined.append(quarantine(lake, spec, file, reader, reason))
                 continue
             if duplicate is not None:

@@ -46,6 +46,17 @@ PREFETCH_BYTES = 64 * 2**20
 # What the readers raise on a damaged file: truncated or corrupt compression, bad CSV,
 # unreadable Parquet pages.
 READ_ERRORS = (EOFError, OSError, zlib.error, gzip.BadGzipFile, pa.ArrowException, ValueError)
+# What makes a file be quarantined, not the run fail (the store's own failures, a
+# ``LandingReadError``, are retried instead and must be caught before these).
+FILE_ERRORS = (PartitionError, *READ_ERRORS, KeyError)
+
+
+def file_error_reason(uri: str, err: BaseException) -> str:
+    """Why a file is set aside: a ``PartitionError`` names the file and the rows already;
+    anything else the readers raised is named with the file."""
+    if isinstance(err, PartitionError):
+        return str(err)
+    return f"{uri}: cannot read ({type(err).__name__}): {err}"
 
 
 class LandingReadError(OSError):

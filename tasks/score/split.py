@@ -16,7 +16,7 @@ partial output, and a retry writes the same file again.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,7 +29,13 @@ import pyarrow.parquet as pq
 
 from tasks.errors import PartitionError
 from tasks.ingest.partitions import FETCH_THREADS, quarantine_record
-from tasks.ingest.read import READ_ERRORS, FileReader, LandingReadError, prefetch
+from tasks.ingest.read import (
+    FILE_ERRORS,
+    FileReader,
+    LandingReadError,
+    file_error_reason,
+    prefetch,
+)
 from tasks.lake import Lake
 from tasks.records import (
     DataProfile,
@@ -80,10 +86,20 @@ class Batch:
     """Rows of one or more files, each file's rows consecutive, about to be scored."""
 
     pieces: list[tuple[LandingFile, FileReader, pa.Table, int]] = field(default_factory=list)
+    # Kept as pieces are added (not summed again for each of thousands of small files).
+    nbytes: int = 0
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.nbytes for _, _, t, _ in self.pieces)
+    def add(self, file: LandingFile, reader: FileReader, table: pa.Table, first: int) -> None:
+        self.pieces.append((file, reader, table, first))
+        self.nbytes += table.nbytes
+
+    def without(self, uris: Collection[str]) -> Batch:
+        """The batch less the pieces of ``uris``."""
+        kept = Batch()
+        for piece in self.pieces:
+            if piece[0].uri not in uris:
+                kept.add(*piece)
+        return kept
 
 
 @dataclass
@@ -188,7 +204,7 @@ class SplitScorer:
             )
             frame = frame[keep].reset_index(drop=True)
             table = table.filter(pa.array(keep))
-            batch = Batch([p for p in batch.pieces if p[0].uri not in failed])
+            batch = batch.without(failed)
         if batch.pieces:
             self._write(batch, frame, table)
         return failed
@@ -327,7 +343,9 @@ def score_split(*, split: Split, spec: DatasetSpec, lake: Lake, model: ScoringMo
     def score_piece(
         file: LandingFile, reader: FileReader, tables: list[pa.Table], first: int
     ) -> None:
-        failed = scorer.score(Batch([(file, reader, pa.concat_tables(tables), first)]))
+        single = Batch()
+        single.add(file, reader, pa.concat_tables(tables), first)
+        failed = scorer.score(single)
         if failed:
             raise PartitionError(failed[file.uri])
 
@@ -348,12 +366,8 @@ def score_split(*, split: Split, spec: DatasetSpec, lake: Lake, model: ScoringMo
                     score_piece(file, reader, own, first)
             except LandingReadError:
                 raise  # the store's failure, not the file's: the task is retried
-            except (PartitionError, *READ_ERRORS, KeyError) as err:
-                reason = (
-                    str(err)
-                    if isinstance(err, PartitionError)
-                    else f"{file.uri}: cannot read ({type(err).__name__}): {err}"
-                )
+            except FILE_ERRORS as err:
+                reason = file_error_reason(file.uri, err)
                 if streamed:
                     # Batches of the file scored already must not stand without the rest.
                     scorer.abandon()
@@ -361,7 +375,7 @@ def score_split(*, split: Split, spec: DatasetSpec, lake: Lake, model: ScoringMo
                 set_aside(file, reader, reason)
                 continue
             if not streamed:
-                batch.pieces.append((file, reader, pa.concat_tables(own), 0))
+                batch.add(file, reader, pa.concat_tables(own), 0)
                 if batch.nbytes >= target_bytes:
                     flush()
         flush()
