@@ -18,12 +18,13 @@ from tasks.ingest.tasks import (
 )
 from tasks.records import IngestResult
 from tasks.runtime.caching import CacheOptions, map_cached
+from tasks.runtime.naming import dataset_run_name
 from tasks.runtime.progress import StageProgress, run_logger
 from tasks.runtime.runner import stage_task_runner
 from tasks.spec import load_spec_task
 
 
-@flow(name="ingest", task_runner=stage_task_runner("ingest"))
+@flow(name="ingest", flow_run_name=dataset_run_name, task_runner=stage_task_runner("ingest"))
 def ingest_flow(
     spec: str,
     source: str,

@@ -12,12 +12,13 @@ from tasks.ingest.tasks import list_landing_task
 from tasks.pipeline import StageClock, pipeline_result, record_run_metrics_task
 from tasks.records import PipelineResult
 from tasks.runtime.caching import CacheOptions
+from tasks.runtime.naming import dataset_run_name
 from tasks.runtime.runner import resolve_cluster_task, stage_task_runner
 from tasks.spec import load_spec_task
 from tasks.validate.tasks import check_expectations_task
 
 
-@flow(name="ml-pipeline")
+@flow(name="ml-pipeline", flow_run_name=dataset_run_name)
 def ml_pipeline(
     spec: str,
     source: str,

@@ -16,12 +16,13 @@ from tasks.promote.tasks import (
     rescore_champion_task,
 )
 from tasks.records import PromotionDecision
+from tasks.runtime.naming import dataset_run_name
 from tasks.runtime.progress import run_logger
 from tasks.runtime.runner import stage_scheduler_address, stage_task_runner
 from tasks.spec import load_spec_task
 
 
-@flow(name="promote", task_runner=stage_task_runner("promote"))
+@flow(name="promote", flow_run_name=dataset_run_name, task_runner=stage_task_runner("promote"))
 def promote_flow(
     spec: str, lake: str, model_version: str | None = None, cluster: str = "local"
 ) -> PromotionDecision:

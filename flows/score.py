@@ -10,6 +10,7 @@ from tasks.ingest.tasks import list_landing_task
 from tasks.lake import Lake
 from tasks.records import ScoringResult
 from tasks.runtime.caching import CacheOptions, map_cached
+from tasks.runtime.naming import dataset_run_name
 from tasks.runtime.progress import StageProgress, run_logger
 from tasks.runtime.runner import stage_task_runner
 from tasks.score.manifest import scoring_result
@@ -26,7 +27,7 @@ from tasks.score.tasks import (
 from tasks.spec import load_spec_task
 
 
-@flow(name="score", task_runner=stage_task_runner("score"))
+@flow(name="score", flow_run_name=dataset_run_name, task_runner=stage_task_runner("score"))
 def score_flow(
     spec: str,
     source: str,
@@ -92,6 +93,7 @@ def score_flow(
         manifest=manifest,
         scored=scored.results,
         from_cache=scored.from_cache,
+        spec=spec,
         champion=champion,
     )
     for reason in result.quarantined:

@@ -6,6 +6,7 @@ from prefect import flow
 
 from tasks.ingest.tasks import load_version_task
 from tasks.records import ModelCandidate
+from tasks.runtime.naming import dataset_run_name
 from tasks.runtime.progress import run_logger
 from tasks.runtime.runner import stage_plan, stage_scheduler_address, stage_task_runner
 from tasks.spec import load_spec_task
@@ -19,7 +20,7 @@ from tasks.train.tasks import (
 from tasks.validate.tasks import load_report_task
 
 
-@flow(name="train", task_runner=stage_task_runner("train"))
+@flow(name="train", flow_run_name=dataset_run_name, task_runner=stage_task_runner("train"))
 def train_flow(
     spec: str, lake: str, dataset_version: str | None = None, cluster: str = "local"
 ) -> ModelCandidate:

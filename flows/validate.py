@@ -8,6 +8,7 @@ from tasks.errors import ValidationFailed
 from tasks.ingest.tasks import load_version_task
 from tasks.records import ValidationReport
 from tasks.runtime.caching import CacheOptions, map_cached
+from tasks.runtime.naming import dataset_run_name
 from tasks.runtime.progress import StageProgress, run_logger
 from tasks.runtime.runner import stage_task_runner
 from tasks.spec import load_spec_task
@@ -25,7 +26,7 @@ from tasks.validate.tasks import (
 )
 
 
-@flow(name="validate", task_runner=stage_task_runner("validate"))
+@flow(name="validate", flow_run_name=dataset_run_name, task_runner=stage_task_runner("validate"))
 def validate_flow(
     spec: str,
     lake: str,
