@@ -119,10 +119,22 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("version")
     promote.add_argument("--reason", default="")
 
-    sub.add_parser(
+    setup = sub.add_parser(
         "setup",
-        help="register block types, create default blocks and the work pools on the Prefect "
-        "server in PREFECT_API_URL (idempotent)",
+        help="register block types, create default blocks, the work pools and the alert "
+        "automations on the Prefect server in PREFECT_API_URL (idempotent)",
+    )
+    target = setup.add_mutually_exclusive_group()
+    target.add_argument(
+        "--notify",
+        metavar="URL",
+        help="where alerts go: a Slack incoming webhook, any http(s) URL (JSON POST) or an "
+        "apprise URL such as mailto://...; saved as the 'mlops-alerts' block",
+    )
+    target.add_argument(
+        "--notify-block",
+        metavar="TYPE/NAME",
+        help="send alerts through a notification block made in the UI, e.g. slack-webhook/oncall",
     )
 
     webhook = sub.add_parser("webhook", help="the webhook gateway (signed HTTP -> Prefect events)")
@@ -140,6 +152,14 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="S3_PREFIX=NAME",
         help="map an S3 landing prefix to a dataset (repeatable; default: the folder's name)",
+    )
+    serve.add_argument(
+        "--scoring",
+        action="append",
+        default=[],
+        metavar="PREFIX=NAME",
+        help="files under this prefix (s3:// or a path) are to be scored with the dataset's "
+        "champion, not trained on (repeatable)",
     )
     return parser
 
@@ -300,7 +320,7 @@ def _setup(args: argparse.Namespace) -> int:
 
     if not PREFECT_API_URL.value():
         raise ValueError("set PREFECT_API_URL to the Prefect server to set up")
-    for step in setup():
+    for step in setup(notify=args.notify, notify_block=args.notify_block):
         print(step)
     return 0
 
@@ -315,6 +335,7 @@ def _webhook(args: argparse.Namespace) -> int:
         secret_block=args.secret_block,
         secret_env=WEBHOOK_SECRET_ENV,
         datasets=args.dataset,
+        scoring=args.scoring,
     )
     return 0
 

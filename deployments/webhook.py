@@ -9,7 +9,8 @@ Endpoints::
     GET  /healthz           liveness, no authentication
     GET  /metrics           Prometheus metrics: requests, rejections, events emitted, latency
     POST /hooks/s3          an S3 event notification (ObjectCreated:* records)
-    POST /hooks/generic     {"dataset": "customers", "source_uri": "s3://bucket/landing/customers/"}
+    POST /hooks/generic     {"dataset": "customers", "source_uri": "s3://bucket/landing/customers/",
+                             "purpose": "training" | "scoring" (optional)}
 
 Every POST carries two headers::
 
@@ -20,8 +21,10 @@ Checked in this order, and nothing is emitted unless all pass: body size (413), 
 headers, timestamp within five minutes and not seen before, signature (401), JSON and payload
 shape (400). Each landing folder that received files becomes one event
 ``mlops.landing.files-arrived`` on resource ``mlops.dataset.<dataset>`` with payload
-``{"dataset", "source", "objects"}``. The secret comes from a Prefect Secret block or the
-environment and is never logged or returned.
+``{"dataset", "source", "objects", "purpose"}``. The purpose, also the resource label
+``mlops.landing.purpose``, says which deployment reacts: ``training`` files start the
+pipeline, ``scoring`` files (prefixes given with ``--scoring``) start a scoring run. The
+secret comes from a Prefect Secret block or the environment and is never logged or returned.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -51,6 +54,8 @@ SIGNATURE_HEADER = "x-mlops-signature"
 REPLAY_WINDOW_SECONDS = 300
 MAX_BODY_BYTES = 256 * 1024
 DATASET_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # the spec's rule for dataset names
+PURPOSE_LABEL = "mlops.landing.purpose"
+Purpose = Literal["training", "scoring"]
 
 
 # Payloads -------------------------------------------------------------------------------------
@@ -61,6 +66,8 @@ class GenericNotification(BaseModel):
 
     dataset: str = Field(pattern=DATASET_NAME)
     source_uri: str = Field(min_length=1, max_length=2048)
+    # Absent: scoring when source_uri is under a --scoring prefix, else training.
+    purpose: Purpose | None = None
 
     @field_validator("source_uri")
     @classmethod
@@ -106,40 +113,72 @@ class Arrival:
     dataset: str
     source: str
     objects: tuple[str, ...]
+    purpose: Purpose = "training"
 
     def payload(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "source": self.source, "objects": list(self.objects)}
+        return {
+            "dataset": self.dataset,
+            "source": self.source,
+            "objects": list(self.objects),
+            "purpose": self.purpose,
+        }
 
 
-def arrivals_from_generic(body: Any) -> list[Arrival]:
+@dataclass(frozen=True)
+class Routes:
+    """Which dataset, and which purpose, files under a prefix land for.
+
+    ``training`` and ``scoring`` map prefixes (``s3://bucket/prefix/`` or, for generic
+    notifications, any path) to dataset names; the longest matching prefix of either wins.
+    """
+
+    training: dict[str, str] = field(default_factory=dict)
+    scoring: dict[str, str] = field(default_factory=dict)
+
+    def match(self, uri: str) -> tuple[str, Purpose] | None:
+        found = [
+            (prefix, name, purpose)
+            for purpose, routes in (("training", self.training), ("scoring", self.scoring))
+            for prefix, name in routes.items()
+            if uri.startswith(prefix)
+        ]
+        if not found:
+            return None
+        _, name, purpose = max(found, key=lambda f: len(f[0]))
+        return name, cast(Purpose, purpose)
+
+
+def arrivals_from_generic(body: Any, routes: Routes | None = None) -> list[Arrival]:
     note = GenericNotification.model_validate(body)
-    return [Arrival(note.dataset, note.source_uri, (note.source_uri,))]
+    route = (routes or Routes()).match(note.source_uri)
+    routed: Purpose = route[1] if route and route[0] == note.dataset else "training"
+    purpose = note.purpose or routed
+    return [Arrival(note.dataset, note.source_uri, (note.source_uri,), purpose)]
 
 
-def arrivals_from_s3(body: Any, datasets: dict[str, str]) -> list[Arrival]:
-    """One arrival per landing folder; the dataset from ``datasets`` or the folder's name.
+def arrivals_from_s3(body: Any, routes: Routes | dict[str, str]) -> list[Arrival]:
+    """One arrival per landing folder; the dataset and purpose from ``routes``, else the
+    folder's name for training.
 
-    ``datasets`` maps ``s3://bucket/prefix/`` to a dataset name; the longest matching prefix
-    wins. Without a match, the convention ``.../<dataset>/<file>`` applies. Records other
+    Without a matching prefix, the convention ``.../<dataset>/<file>`` applies. Records other
     than ObjectCreated (deletes, the test event S3 sends on setup) are ignored.
     """
+    if isinstance(routes, dict):
+        routes = Routes(training=routes)
     note = S3Notification.model_validate(body)
-    folders: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
+    folders: OrderedDict[tuple[str, Purpose, str], list[str]] = OrderedDict()
     for record in note.Records:
         if not record.eventName.startswith("ObjectCreated:"):
             continue
         key = unquote_plus(record.s3.object.key)  # S3 URL-encodes keys in notifications
         uri = f"s3://{record.s3.bucket.name}/{key}"
         folder = posixpath.dirname(uri) + "/"
-        dataset = _dataset_for(uri, datasets)
-        folders.setdefault((dataset, folder), []).append(uri)
-    return [Arrival(d, f, tuple(objects)) for (d, f), objects in folders.items()]
+        dataset, purpose = routes.match(uri) or (_dataset_of_folder(uri), "training")
+        folders.setdefault((dataset, purpose, folder), []).append(uri)
+    return [Arrival(d, f, tuple(objects), p) for (d, p, f), objects in folders.items()]
 
 
-def _dataset_for(uri: str, datasets: dict[str, str]) -> str:
-    matches = [prefix for prefix in datasets if uri.startswith(prefix)]
-    if matches:
-        return datasets[max(matches, key=len)]
+def _dataset_of_folder(uri: str) -> str:
     name = posixpath.basename(posixpath.dirname(uri))
     if not re.match(DATASET_NAME, name):
         raise ValueError(
@@ -229,6 +268,7 @@ class Gateway:
     secret: str = field(repr=False)
     emit: Callable[[Arrival], str]
     datasets: dict[str, str] = field(default_factory=dict)
+    scoring: dict[str, str] = field(default_factory=dict)
     max_body: int = MAX_BODY_BYTES
     window: float = REPLAY_WINDOW_SECONDS
     clock: Callable[[], float] = time.time
@@ -238,6 +278,7 @@ class Gateway:
         if len(self.secret) < 16:
             raise ValueError("the webhook secret must be at least 16 characters")
         self._replays = ReplayGuard(self.window)
+        self._routes = Routes(training=self.datasets, scoring=self.scoring)
 
     def verify(self, headers: dict[str, str], body: bytes) -> None:
         timestamp = headers.get(TIMESTAMP_HEADER, "")
@@ -263,8 +304,8 @@ class Gateway:
             raise Rejected(400, "not-json", f"body is not JSON: {err}") from None
         try:
             if source == "s3":
-                return arrivals_from_s3(data, self.datasets)
-            return arrivals_from_generic(data)
+                return arrivals_from_s3(data, self._routes)
+            return arrivals_from_generic(data, self._routes)
         except ValidationError as err:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()
@@ -295,6 +336,7 @@ def emit_arrival(arrival: Arrival) -> str:
         resource={
             "prefect.resource.id": f"{RESOURCE_PREFIX}{arrival.dataset}",
             "prefect.resource.name": arrival.dataset,
+            PURPOSE_LABEL: arrival.purpose,
         },
         payload=arrival.payload(),
     )
@@ -386,13 +428,20 @@ def load_secret(block: str | None, env: str) -> str:
     return value
 
 
-def parse_datasets(pairs: Sequence[str]) -> dict[str, str]:
-    """``s3://bucket/prefix/=name`` options into a prefix → dataset map."""
+def parse_datasets(pairs: Sequence[str], *, option: str = "--dataset") -> dict[str, str]:
+    """``s3://bucket/prefix/=name`` options into a prefix → dataset map.
+
+    ``--scoring`` prefixes may also be local paths: generic notifications name any path.
+    """
     out = {}
     for pair in pairs:
         prefix, sep, name = pair.rpartition("=")
-        if not sep or not prefix.startswith("s3://") or not re.match(DATASET_NAME, name):
-            raise ValueError(f"--dataset {pair!r}: expected s3://bucket/prefix/=dataset-name")
+        valid_prefix = prefix.startswith("s3://") or (option == "--scoring" and bool(prefix))
+        if not sep or not valid_prefix or not re.match(DATASET_NAME, name):
+            expected = (
+                "s3://bucket/prefix/" if option == "--dataset" else "s3://bucket/prefix/ or a path"
+            )
+            raise ValueError(f"{option} {pair!r}: expected {expected}=dataset-name")
         out[prefix] = name
     return out
 
@@ -404,6 +453,7 @@ def serve(
     secret_block: str | None,
     secret_env: str,
     datasets: Sequence[str],
+    scoring: Sequence[str] = (),
 ) -> None:
     """Run the gateway until interrupted."""
     import uvicorn
@@ -412,6 +462,7 @@ def serve(
         secret=load_secret(secret_block, secret_env),
         emit=emit_arrival,
         datasets=parse_datasets(datasets),
+        scoring=parse_datasets(scoring, option="--scoring"),
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logger.info("Webhook gateway on http://%s:%d (POST /hooks/s3, /hooks/generic)", host, port)
