@@ -420,6 +420,9 @@ class ScoringModel(BaseModel):
     profile: DataProfile | None = None
     # Whether the caller asked for the champion (and so which version was the champion).
     champion: bool = False
+    # The landing location the model's dataset version was ingested from (what a retraining
+    # reads again); "" when the lake no longer has that version.
+    training_source: str = ""
 
 
 class ScoredSplit(BaseModel):
@@ -512,6 +515,11 @@ class ScoringResult(BaseModel):
     drift: DriftReport
     quarantined: list[str] = Field(default_factory=list)
     lake: str = ""
+    # The spec and the scored location as the run was given them, and where the model's
+    # training data landed: what a retraining started by the drift event needs.
+    spec: str = ""
+    source: str = ""
+    training_source: str = ""
     # Why the model is not the one asked for (an earlier champion's predictions stand).
     note: str = ""
     # Seconds of the splits scored now, added up by phase (worker time, not wall time).

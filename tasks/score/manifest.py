@@ -80,6 +80,7 @@ def scoring_result(
     manifest: ScoringManifest,
     scored: list[ScoredSplit],
     from_cache: list[bool],
+    spec: str = "",
     champion: str | None = None,
 ) -> ScoringResult:
     """What the run did, for the caller (``ScoringResult``) and the CLI's summary."""
@@ -103,6 +104,9 @@ def scoring_result(
         drift=manifest.drift,
         quarantined=[q.reason for q in manifest.quarantined],
         lake=lake.uri,
+        spec=spec,
+        source=manifest.source_uri,
+        training_source=model.training_source,
         split_seconds=phases,
         note=(
             f"scored before by {model.version}, whose predictions stand; the champion is now "

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from blocks.registry import ModelRegistry
-from tasks.errors import RegistryError
+from tasks.errors import LakeError, RegistryError
+from tasks.ingest.versions import load_version
 from tasks.lake import Lake
 from tasks.records import FeatureLayout, ScoringModel, Split
 from tasks.spec import DatasetSpec, stable_hash
@@ -61,7 +62,17 @@ def resolve_model(lake: Lake, spec: DatasetSpec, model: str) -> ScoringModel:
         metrics=metadata.metrics,
         profile=registry.profile(spec.name, version),
         champion=champion,
+        training_source=training_source(lake, spec.name, metadata.dataset_version),
     )
+
+
+def training_source(lake: Lake, dataset: str, version: str) -> str:
+    """Where the dataset version a model learned from was ingested from; "" when the lake no
+    longer has it (scoring does not need it, only a retraining does)."""
+    try:
+        return load_version(lake, dataset, version).source_uri
+    except (LakeError, ValueError, OSError):
+        return ""
 
 
 def source_index_path(lake: Lake, dataset: str, source: str) -> str:

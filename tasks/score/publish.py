@@ -124,13 +124,18 @@ def drift_payload(result: ScoringResult) -> dict[str, Any]:
         else None,
         "rows": result.rows_scored,
         "manifest": result.manifest_uri,
+        # What the retraining trigger in prefect.yaml starts ml-pipeline with.
+        "spec": result.spec,
         "lake": result.lake,
+        "source": result.source,
+        "training_source": result.training_source,
     }
 
 
 def emit_drift_event(result: ScoringResult) -> str | None:
     """``mlops.model.drift-detected`` on ``mlops.model.<name>`` when drift is at the alert
-    level (the next issue's triggers react to it); the event's id, or None."""
+    level (the retraining trigger and the drift automation react to it); the event's id,
+    or None."""
     if result.drift.status != "alert":
         return None
     related = []
