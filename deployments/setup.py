@@ -1,8 +1,10 @@
 """``mlops setup``: what a Prefect server needs before ``prefect deploy --all``.
 
-Registers the package's block types, creates the default block documents and the two work
-pools named in ``prefect.yaml``. Idempotent: what exists is left as it is (a user may have
-edited it in the UI), except the kubernetes pool's job template, which follows the file.
+Registers the package's block types, creates the default block documents, the two work
+pools named in ``prefect.yaml`` and, given an alert target, the notification block and the
+alert automations (``deployments/alerts.py``). Idempotent: what exists is left as it is (a
+user may have edited it in the UI), except the kubernetes pool's job template and the
+automations' triggers and messages, which follow the files.
 """
 
 from __future__ import annotations
@@ -13,15 +15,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefect.blocks.core import Block
+from prefect.blocks.notifications import NotificationBlock
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.exceptions import ObjectNotFound
 from prefect.workers.process import ProcessWorker
 
+from blocks.alerts import AppriseAlerts
 from blocks.cluster import DaskClusterConfig
 from blocks.registry import ModelRegistry
 from blocks.results import LakeResultStorage
+from deployments.alerts import (
+    ALERT_BLOCK,
+    automations,
+    ensure_automations,
+    notification_block,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 KUBERNETES_TEMPLATE = REPO / "infra" / "k8s" / "base-job-template.json"
@@ -42,13 +53,24 @@ class Step:
         return f"{self.outcome:<10} {self.what}"
 
 
-def setup(*, kubernetes_template: Path = KUBERNETES_TEMPLATE) -> list[Step]:
-    """Register block types, create default blocks and work pools; report each step."""
+def setup(
+    *,
+    kubernetes_template: Path = KUBERNETES_TEMPLATE,
+    notify: str | None = None,
+    notify_block: str | None = None,
+) -> list[Step]:
+    """Register block types, create default blocks, work pools and alerts; report each step.
+
+    ``notify`` is an alert target URL (saved as the ``mlops-alerts`` block); ``notify_block``
+    names a notification block made in the UI (``slack-webhook/oncall``). Without either, an
+    ``mlops-alerts`` block saved before is used, and without one no alerts are set up.
+    """
     return [
         *register_block_types(),
         *default_blocks(),
         local_pool(),
         kubernetes_pool(kubernetes_template),
+        *alerts(notify=notify, notify_block=notify_block),
     ]
 
 
@@ -56,7 +78,7 @@ def register_block_types() -> list[Step]:
     """What ``prefect block register -m blocks.<module>`` does, for every module."""
 
     steps = []
-    for block in (DaskClusterConfig, ModelRegistry, LakeResultStorage):
+    for block in (DaskClusterConfig, ModelRegistry, LakeResultStorage, AppriseAlerts):
         block.register_type_and_schema()
         steps.append(Step(f"block type '{block.get_block_type_slug()}'", "registered"))
     return steps
@@ -123,3 +145,81 @@ def _ensure_pool(name: str, kind: str, template: dict[str, Any], *, update: bool
             client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
             return Step(what, "updated")
     return Step(what, "exists")
+
+
+# Alerts -----------------------------------------------------------------------------------------
+ALERT_BLOCK_TYPES = ("custom-webhook", "slack-webhook", "mlops-apprise-alerts")
+
+
+def alerts(*, notify: str | None, notify_block: str | None) -> list[Step]:
+    """The notification block and the automations that send through it."""
+    steps: list[Step] = []
+    if notify:
+        block, step = _save_alert_block(notification_block(notify))
+        steps.append(step)
+    elif notify_block:
+        block = _load_notification_block(notify_block)
+        steps.append(Step(f"notification block '{notify_block}'", "exists"))
+    else:
+        found = _saved_alert_block()
+        if found is None:
+            return [
+                Step(
+                    "alert automations (give --notify URL or --notify-block TYPE/NAME)",
+                    "skipped",
+                )
+            ]
+        block = found
+        steps.append(Step(f"notification block '{_slug(block)}/{ALERT_BLOCK}'", "exists"))
+    block_id = block._block_document_id
+    if block_id is None:
+        raise ValueError("the notification block has no id on the server")
+    for outcome in ensure_automations(automations(block_id)):
+        steps.append(Step(f"automation '{outcome.name}'", outcome.outcome))
+    return steps
+
+
+def _slug(block: Block) -> str:
+    return str(block.get_block_type_slug())
+
+
+def _save_alert_block(block: NotificationBlock) -> tuple[NotificationBlock, Step]:
+    what = f"notification block '{_slug(block)}/{ALERT_BLOCK}'"
+    try:
+        saved: Any = type(block).load(ALERT_BLOCK)
+    except ValueError:  # not saved yet
+        block.save(ALERT_BLOCK)
+        return block, Step(what, "created")
+    if _fields(saved) == _fields(block):
+        return saved, Step(what, "exists")
+    block.save(ALERT_BLOCK, overwrite=True)
+    return block, Step(what, "updated")
+
+
+def _fields(block: Block) -> dict[str, Any]:
+    # Python mode: secrets compare by value (JSON mode masks them all alike); the
+    # underscored keys say where the block is saved, not what it holds.
+    return {k: v for k, v in block.model_dump().items() if not k.startswith("_")}
+
+
+def _load_notification_block(ref: str) -> NotificationBlock:
+    slug, sep, name = ref.partition("/")
+    if not sep or not slug or not name:
+        raise ValueError(f"--notify-block {ref!r}: expected TYPE/NAME, e.g. slack-webhook/oncall")
+    try:
+        block: Any = Block.load(ref)
+    except ValueError as err:
+        raise ValueError(f"--notify-block {ref!r}: {err}") from None
+    if not isinstance(block, NotificationBlock):
+        raise ValueError(f"--notify-block {ref!r} is not a notification block")
+    return block
+
+
+def _saved_alert_block() -> NotificationBlock | None:
+    for slug in ALERT_BLOCK_TYPES:
+        try:
+            block: Any = Block.load(f"{slug}/{ALERT_BLOCK}")
+        except ValueError:
+            continue
+        return block if isinstance(block, NotificationBlock) else None
+    return None
