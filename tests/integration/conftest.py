@@ -1,9 +1,131 @@
+"""Fixtures of the end-to-end tests: the session's temporary Prefect API, and for the
+deployment tests one real ``prefect server start`` with the deployments, a process worker,
+the webhook gateway and an alert receiver, shared by test_deployments and test_automations."""
+
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
+
+from tests.support.prefect_server import (
+    BIN,
+    SECRET,
+    Receiver,
+    Server,
+    checkout,
+    receiver,
+)
+from tests.support.processes import free_port, stop_group, wait_for_http
 
 
 @pytest.fixture(autouse=True)
 def _prefect(prefect_api: str) -> str:
     """Every end-to-end test talks to the session's temporary Prefect API."""
     return prefect_api
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real Prefect server (own SQLite database), stopped when the session ends."""
+    root = tmp_path_factory.mktemp("deploy")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(root / "prefect-home"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_DATABASE_TIMEOUT": "30",
+        # Poll often: the tests wait for runs the worker picks up.
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "2",
+        "MLOPS_WEBHOOK_SECRET": SECRET,
+        # The UI calls the API at this address (Prefect's default is port 4200).
+        "PREFECT_UI_API_URL": api,
+        "DASK_LOGGING__DISTRIBUTED": "warning",
+    }
+    logs = root / "logs"
+    logs.mkdir()
+    found = Server(
+        api=api,
+        ui=f"http://127.0.0.1:{port}",
+        env=env,
+        checkout=checkout(root / "checkout"),
+        logs=logs,
+    )
+    process = found.start(
+        "server",
+        str(BIN / "prefect"),
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    )
+    try:
+        wait_for_http(f"{api}/health", process, what="prefect server", timeout=180)
+        yield found
+    finally:
+        stop_group(process)
+
+
+@pytest.fixture(scope="session")
+def alerts() -> Iterator[Receiver]:
+    """Where the alert automations send: an HTTP receiver this test process runs."""
+    with receiver() as found:
+        yield found
+
+
+@pytest.fixture(scope="session")
+def deployed(server: Server, alerts: Receiver) -> Iterator[Server]:
+    """``mlops setup --notify``, ``prefect deploy --all`` and a process worker on
+    ``local-process``."""
+    first = server.run(str(BIN / "mlops"), "setup", "--notify", alerts.url)
+    assert first.returncode == 0, first.stderr[-3000:]
+    deploy = server.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
+    assert deploy.returncode == 0, (deploy.stdout + deploy.stderr)[-3000:]
+    worker = server.start(
+        "worker", str(BIN / "prefect"), "worker", "start", "--pool", "local-process"
+    )
+    try:
+        yield server
+    finally:
+        stop_group(worker)
+
+
+@pytest.fixture(scope="session")
+def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tasks.demo_data import write_demo_data
+
+    out = tmp_path_factory.mktemp("deploy-landing")
+    write_demo_data(str(out), rows=3000, files=3, seed=5)
+    return out
+
+
+@pytest.fixture(scope="session")
+def scoring_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder the gateway maps to scoring files of ``customers``."""
+    return tmp_path_factory.mktemp("deploy-scoring")
+
+
+@pytest.fixture(scope="session")
+def gateway(deployed: Server, scoring_root: Path) -> Iterator[str]:
+    """The gateway as the README starts it: the secret from the block `mlops setup` saved."""
+    port = free_port()
+    command = [
+        *(str(BIN / "mlops"), "webhook", "serve", "--port", str(port)),
+        *("--scoring", f"{scoring_root}/=customers"),
+    ]
+    without_env = replace(deployed, env={**deployed.env, "MLOPS_WEBHOOK_SECRET": ""})
+    process = without_env.start("webhook", *command, "--secret-block", "mlops-webhook-secret")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/healthz", process, what="webhook gateway", timeout=60)
+        yield url
+    finally:
+        stop_group(process)

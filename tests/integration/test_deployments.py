@@ -11,12 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,211 +20,33 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from blocks.registry import ModelRegistry
-from deployments.webhook import EVENT, sign
-from tests.support.paths import REPO
-from tests.support.processes import free_port, stop_group, wait_for_http
+from deployments.webhook import EVENT, PURPOSE_LABEL
+from tasks.score.publish import DRIFT_EVENT
+from tests.support.prefect_server import BIN, SECRET, Receiver, Server, signed_post
 from tests.support.ui import CHROMIUM, CHROMIUM_ARGS, start_custom_run
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
-BIN = Path(sys.executable).parent
-SECRET = "integration-secret-0123456789"
-TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-@dataclass(frozen=True)
-class Server:
-    api: str
-    ui: str
-    env: dict[str, str]
-    checkout: Path
-    logs: Path
-
-    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            list(args),
-            cwd=self.checkout,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"{name}.log").open("wb")
-        return subprocess.Popen(
-            list(args),
-            cwd=self.checkout,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # stopped as a group, with what it started
-        )
-
-    def get(self, path: str) -> Any:
-        response = httpx.get(f"{self.api}{path}", timeout=30)
-        response.raise_for_status()
-        return response.json()
-
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        response = httpx.post(f"{self.api}{path}", json=body, timeout=30)
-        response.raise_for_status()
-        return response.json()
-
-    def deployment(self, flow: str, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.get(f"/deployments/name/{flow}/{name}")
-        return result
-
-    def flow_runs(self, deployment_id: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.post(
-            "/flow_runs/filter",
-            {"deployments": {"id": {"any_": [deployment_id]}}, "limit": 50},
-        )
-        return result
-
-    def wait_for_run(self, run_id: str, timeout: float = 400) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            run: dict[str, Any] = self.get(f"/flow_runs/{run_id}")
-            if run["state"]["type"] in TERMINAL:
-                return run
-            assert time.monotonic() < deadline, f"flow run still {run['state']['name']}"
-            time.sleep(1)
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        since = "2000-01-01T00:00:00Z"
-        page = self.post(
-            "/events/filter",
-            {"filter": {"event": {"name": [name]}, "occurred": {"since": since}}, "limit": 50},
-        )
-        events: list[dict[str, Any]] = page["events"]
-        return events
-
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text(errors="replace")[-4000:]
-
-
-def _checkout(target: Path) -> Path:
-    for folder in ("flows", "tasks", "blocks", "deployments", "datasets"):
-        shutil.copytree(
-            REPO / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__")
-        )
-    shutil.copy(REPO / "prefect.yaml", target / "prefect.yaml")
-    return target
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A real Prefect server (own SQLite database), stopped when the module ends."""
-    root = tmp_path_factory.mktemp("deploy")
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(root / "prefect-home"),
-        "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_DATABASE_TIMEOUT": "30",
-        # Poll often: the tests wait for runs the worker picks up.
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PREFECT_WORKER_PREFETCH_SECONDS": "2",
-        "MLOPS_WEBHOOK_SECRET": SECRET,
-        # The UI calls the API at this address (Prefect's default is port 4200).
-        "PREFECT_UI_API_URL": api,
-        "DASK_LOGGING__DISTRIBUTED": "warning",
-    }
-    logs = root / "logs"
-    logs.mkdir()
-    found = Server(
-        api=api,
-        ui=f"http://127.0.0.1:{port}",
-        env=env,
-        checkout=_checkout(root / "checkout"),
-        logs=logs,
-    )
-    process = found.start(
-        "server",
-        str(BIN / "prefect"),
-        "server",
-        "start",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    )
-    try:
-        wait_for_http(f"{api}/health", process, what="prefect server", timeout=180)
-        yield found
-    finally:
-        stop_group(process)
-
-
-@pytest.fixture(scope="module")
-def deployed(server: Server) -> Iterator[Server]:
-    """``mlops setup``, ``prefect deploy --all`` and a process worker on ``local-process``."""
-    first = server.run(str(BIN / "mlops"), "setup")
-    assert first.returncode == 0, first.stderr[-3000:]
-    deploy = server.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
-    assert deploy.returncode == 0, (deploy.stdout + deploy.stderr)[-3000:]
-    worker = server.start(
-        "worker", str(BIN / "prefect"), "worker", "start", "--pool", "local-process"
-    )
-    try:
-        yield server
-    finally:
-        stop_group(worker)
-
-
-@pytest.fixture(scope="module")
-def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tasks.demo_data import write_demo_data
-
-    out = tmp_path_factory.mktemp("deploy-landing")
-    write_demo_data(str(out), rows=3000, files=3, seed=5)
-    return out
-
-
-@pytest.fixture(scope="module")
-def gateway(deployed: Server) -> Iterator[str]:
-    """The gateway as the README starts it: the secret from the block `mlops setup` saved."""
-    port = free_port()
-    command = [str(BIN / "mlops"), "webhook", "serve", "--port", str(port)]
-    without_env = replace(deployed, env={**deployed.env, "MLOPS_WEBHOOK_SECRET": ""})
-    process = without_env.start("webhook", *command, "--secret-block", "mlops-webhook-secret")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/healthz", process, what="webhook gateway", timeout=60)
-        yield url
-    finally:
-        stop_group(process)
-
-
-def signed_post(url: str, body: bytes, *, secret: str = SECRET, age: int = 0) -> httpx.Response:
-    stamp = str(int(time.time()) - age)
-    return httpx.post(
-        url,
-        content=body,
-        headers={
-            "X-Mlops-Timestamp": stamp,
-            "X-Mlops-Signature": sign(secret, stamp, body),
-            "Content-Type": "application/json",
-        },
-        timeout=30,
-    )
 
 
 def test_setup_is_idempotent_and_deploy_creates_pools_schedules_and_triggers(
-    deployed: Server,
+    deployed: Server, alerts: Receiver
 ) -> None:
-    again = deployed.run(str(BIN / "mlops"), "setup")
+    again = deployed.run(str(BIN / "mlops"), "setup", "--notify", alerts.url)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "exists     work pool 'local-process' (process)" in again.stdout
     assert "exists     work pool 'kubernetes' (kubernetes)" in again.stdout
-    assert "created" not in again.stdout
+    assert "exists     automation 'mlops: run failed'" in again.stdout
+    assert "created" not in again.stdout and "updated" not in again.stdout
     # Prefect's own command registers the same block types, one module at a time.
     register = deployed.run(str(BIN / "prefect"), "block", "register", "-m", "blocks.cluster")
     assert register.returncode == 0 and "MLOps Dask Cluster" in register.stdout, register.stderr
     slugs = {b["slug"] for b in deployed.post("/block_types/filter", {})}
-    assert {"mlops-dask-cluster", "mlops-model-registry", "mlops-lake-result-storage"} <= slugs
+    assert {
+        "mlops-dask-cluster",
+        "mlops-model-registry",
+        "mlops-lake-result-storage",
+        "mlops-apprise-alerts",
+    } <= slugs
     pools = {p["name"]: p["type"] for p in deployed.post("/work_pools/filter", {})}
     assert pools["local-process"] == "process" and pools["kubernetes"] == "kubernetes"
 
@@ -239,6 +56,7 @@ def test_setup_is_idempotent_and_deploy_creates_pools_schedules_and_triggers(
     }
     assert names == {
         ("nightly", "local-process"),
+        ("retrain", "local-process"),
         ("kubernetes", "kubernetes"),
         ("on-demand", "local-process"),
     }
@@ -246,7 +64,8 @@ def test_setup_is_idempotent_and_deploy_creates_pools_schedules_and_triggers(
     [schedule] = nightly["schedules"]
     assert schedule["schedule"]["cron"] == "0 2 * * *" and schedule["active"]
     assert nightly["enforce_parameter_schema"]
-    # The scheduler has already put the next nightly runs on the calendar.
+    [scoring] = deployed.deployment("score", "nightly")["schedules"]
+    assert scoring["schedule"]["cron"] == "0 4 * * *" and scoring["active"]
     kube = deployed.deployment("ml-pipeline", "kubernetes")
     assert kube["job_variables"]["service_account_name"] == "mlops-runner"
     assert kube["pull_steps"] == [
@@ -254,11 +73,39 @@ def test_setup_is_idempotent_and_deploy_creates_pools_schedules_and_triggers(
     ]
     for flow in ("ingest", "validate", "train", "promote"):
         assert deployed.deployment(flow, "on-demand")["work_pool_name"] == "local-process"
-    automations = deployed.post("/automations/filter", {})
-    [trigger] = [a for a in automations if a["name"].startswith("nightly")]
-    assert trigger["trigger"]["expect"] == [EVENT]
-    assert trigger["trigger"]["match"] == {"prefect.resource.id": "mlops.dataset.customers"}
-    assert trigger["actions"][0]["parameters"] == {"source": "{{ event.payload.source }}"}
+
+    triggers = deployment_triggers(deployed)
+    training = triggers[("ml-pipeline", "nightly")]
+    assert training["expect"] == [EVENT]
+    assert training["match"] == {
+        "prefect.resource.id": "mlops.dataset.customers",
+        PURPOSE_LABEL: "training",
+    }
+    assert training["parameters"] == {"source": "{{ event.payload.source }}"}
+    assert triggers[("score", "nightly")]["match"][PURPOSE_LABEL] == "scoring"
+    retrain = triggers[("ml-pipeline", "retrain")]
+    assert retrain["expect"] == [DRIFT_EVENT] and retrain["within"] == 21600
+    assert retrain["parameters"]["source"] == "{{ event.payload.training_source }}"
+    alerting = {a["name"]: a for a in deployed.post("/automations/filter", {})}
+    for name in ("mlops: run failed", "mlops: drift alert", "mlops: run late"):
+        assert alerting[name]["enabled"], name
+        assert alerting[name]["actions"][0]["type"] == "send-notification"
+
+
+def deployment_triggers(server: Server) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each deployment's trigger (with the parameters its action passes), by flow and name."""
+    flows = {f["id"]: f["name"] for f in server.post("/flows/filter", {})}
+    deployments = {
+        d["id"]: (flows[d["flow_id"]], d["name"])
+        for d in server.post("/deployments/filter", {"limit": 50})
+    }
+    found = {}
+    for automation in server.post("/automations/filter", {}):
+        action = automation["actions"][0]
+        if action["type"] == "run-deployment" and action.get("deployment_id") in deployments:
+            trigger = {**automation["trigger"], "parameters": action["parameters"]}
+            found[deployments[action["deployment_id"]]] = trigger
+    return found
 
 
 def test_the_parameter_schema_is_enforced(deployed: Server) -> None:

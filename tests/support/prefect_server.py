@@ -1,0 +1,165 @@
+"""A real ``prefect server start`` for the deployment tests, seen through its REST API, and
+the helpers those tests share (a signed webhook post, an HTTP receiver for alerts)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from deployments.webhook import sign
+from tests.support.paths import REPO
+
+BIN = Path(sys.executable).parent
+SECRET = "integration-secret-0123456789"
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+@dataclass(frozen=True)
+class Server:
+    api: str
+    ui: str
+    env: dict[str, str]
+    checkout: Path
+    logs: Path
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            list(args),
+            cwd=self.checkout,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("wb")
+        return subprocess.Popen(
+            list(args),
+            cwd=self.checkout,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # stopped as a group, with what it started
+        )
+
+    def get(self, path: str) -> Any:
+        response = httpx.get(f"{self.api}{path}", timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        response = httpx.post(f"{self.api}{path}", json=body, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def deployment(self, flow: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.get(f"/deployments/name/{flow}/{name}")
+        return result
+
+    def flow_runs(self, deployment_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.post(
+            "/flow_runs/filter",
+            {"deployments": {"id": {"any_": [deployment_id]}}, "limit": 50},
+        )
+        return result
+
+    def wait_for_run(self, run_id: str, timeout: float = 400) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            run: dict[str, Any] = self.get(f"/flow_runs/{run_id}")
+            if run["state"]["type"] in TERMINAL:
+                return run
+            assert time.monotonic() < deadline, f"flow run still {run['state']['name']}"
+            time.sleep(1)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        since = "2000-01-01T00:00:00Z"
+        page = self.post(
+            "/events/filter",
+            {"filter": {"event": {"name": [name]}, "occurred": {"since": since}}, "limit": 50},
+        )
+        events: list[dict[str, Any]] = page["events"]
+        return events
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")[-4000:]
+
+
+def checkout(target: Path) -> Path:
+    """A copy of the repository's code and prefect.yaml, where the deployments run."""
+    for folder in ("flows", "tasks", "blocks", "deployments", "datasets"):
+        shutil.copytree(
+            REPO / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    shutil.copy(REPO / "prefect.yaml", target / "prefect.yaml")
+    return target
+
+
+def signed_post(url: str, body: bytes, *, secret: str = SECRET, age: int = 0) -> httpx.Response:
+    stamp = str(int(time.time()) - age)
+    return httpx.post(
+        url,
+        content=body,
+        headers={
+            "X-Mlops-Timestamp": stamp,
+            "X-Mlops-Signature": sign(secret, stamp, body),
+            "Content-Type": "application/json",
+        },
+        timeout=30,
+    )
+
+
+@dataclass
+class Receiver:
+    """An HTTP endpoint that records every JSON body posted to it (the alerts' target)."""
+
+    url: str
+    received: list[dict[str, Any]]
+
+    def wait_for(self, predicate: Any, *, timeout: float = 120) -> list[dict[str, Any]]:
+        """The bodies matching ``predicate`` once there is at least one."""
+        deadline = time.monotonic() + timeout
+        while not (found := [b for b in list(self.received) if predicate(b)]):
+            assert time.monotonic() < deadline, f"no matching notification in {self.received}"
+            time.sleep(0.5)
+        return found
+
+
+@contextmanager
+def receiver() -> Iterator[Receiver]:
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            try:
+                received.append(json.loads(body))
+            except json.JSONDecodeError:
+                received.append({"raw": body.decode(errors="replace")})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:  # keep the test output quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Receiver(f"http://127.0.0.1:{server.server_address[1]}/alerts", received)
+    finally:
+        server.shutdown()
+        server.server_close()
