@@ -194,7 +194,10 @@ def ensure_automations(wanted: list[AutomationCore]) -> list[Outcome]:
 
 def _comparable(automation: AutomationCore) -> dict[str, Any]:
     data = automation.model_dump(mode="json", include={"name", "description", "trigger", "actions"})
-    data["trigger"].pop("id", None)  # generated per instance
+    trigger = data["trigger"]
+    trigger.pop("id", None)  # generated per instance
+    for key in ("after", "expect", "for_each"):  # sets: their order is no difference
+        trigger[key] = sorted(trigger.get(key) or [])
     return data
 
 

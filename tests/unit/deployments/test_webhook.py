@@ -49,6 +49,10 @@ def client(emitted: Recorder) -> Iterator[TestClient]:
         secret=SECRET,
         emit=emitted,
         datasets={"s3://lake-bucket/incoming/": "customers"},
+        scoring={
+            "s3://lake-bucket/incoming/to-score/": "customers",
+            "/data/to-score/": "customers",
+        },
         max_body=4096,
     )
     with TestClient(create_app(gateway)) as test_client:
@@ -100,6 +104,7 @@ def test_a_signed_generic_notification_becomes_one_event(
         "dataset": "customers",
         "source": "s3://bucket/landing/customers/",
         "objects": ["s3://bucket/landing/customers/"],
+        "purpose": "training",
     }
 
 
@@ -122,13 +127,45 @@ def test_s3_notifications_become_one_event_per_landing_folder(
                 "s3://lake-bucket/incoming/day 1/a.csv",
                 "s3://lake-bucket/incoming/day 1/b.csv",
             ],
+            "purpose": "training",
         },
         {
             "dataset": "orders",
             "source": "s3://lake-bucket/landing/orders/",
             "objects": ["s3://lake-bucket/landing/orders/c.parquet"],
+            "purpose": "training",
         },
     ]
+
+
+def test_scoring_prefixes_make_scoring_events_the_longest_prefix_winning(
+    client: TestClient, emitted: Recorder
+) -> None:
+    records = [
+        s3_record("incoming/to-score/b1/a.csv"),  # under both prefixes: the longer is scoring
+        s3_record("incoming/day1/a.csv"),
+    ]
+    assert post(client, "s3", {"Records": records}).status_code == 202
+    assert [(a.dataset, a.purpose, a.source) for a in emitted.arrivals] == [
+        ("customers", "scoring", "s3://lake-bucket/incoming/to-score/b1/"),
+        ("customers", "training", "s3://lake-bucket/incoming/day1/"),
+    ]
+    emitted.arrivals.clear()
+    for payload in (
+        {"dataset": "customers", "source_uri": "/data/to-score/b2/"},  # a --scoring path
+        {"dataset": "orders", "source_uri": "/data/to-score/b2/"},  # mapped to another dataset
+        {"dataset": "customers", "source_uri": "/data/other/", "purpose": "scoring"},
+        {"dataset": "customers", "source_uri": "/data/to-score/b3/", "purpose": "training"},
+    ):
+        assert post(client, "generic", payload).status_code == 202
+    assert [(a.dataset, a.purpose) for a in emitted.arrivals] == [
+        ("customers", "scoring"),
+        ("orders", "training"),
+        ("customers", "scoring"),
+        ("customers", "training"),
+    ]
+    refused = post(client, "generic", {"dataset": "customers", "source_uri": "/x", "purpose": "x"})
+    assert refused.status_code == 400 and "purpose" in refused.json()["error"]
 
 
 @pytest.mark.parametrize(
@@ -263,6 +300,10 @@ def test_dataset_prefixes_are_checked() -> None:
     assert parse_datasets(["s3://b/in/=customers"]) == {"s3://b/in/": "customers"}
     with pytest.raises(ValueError, match="expected s3://bucket/prefix/=dataset-name"):
         parse_datasets(["b/in=customers"])
+    # Scoring prefixes may be paths too (generic notifications name paths).
+    assert parse_datasets(["/data/in/=customers"], option="--scoring") == {"/data/in/": "customers"}
+    with pytest.raises(ValueError, match="--scoring '=customers'"):
+        parse_datasets(["=customers"], option="--scoring")
     assert EVENT == "mlops.landing.files-arrived"
 
 
