@@ -16,6 +16,7 @@ from tasks.runtime.runner import stage_task_runner
 from tasks.score.manifest import scoring_result
 from tasks.score.tasks import (
     SCORE_CACHE,
+    add_to_training_task,
     drift_task,
     earlier_model_task,
     plan_scoring_task,
@@ -96,6 +97,14 @@ def score_flow(
         spec=spec,
         champion=champion,
     )
+    # Before the drift event: the retraining it starts must find the files already there.
+    result = add_to_training_task(spec=dataset, result=result, scored=scored.results)
+    if result.added_to_training:
+        logger.info(
+            "Added %d labeled file(s) to %s",
+            len(result.added_to_training),
+            result.training_source,
+        )
     for reason in result.quarantined:
         logger.warning("Quarantined %s", reason)
     logger.info(

@@ -438,6 +438,8 @@ class ScoredSplit(BaseModel):
     quarantined: list[QuarantineRecord] = Field(default_factory=list)
     # Sums for the realized metric over the scored rows that carry the target (else empty).
     labeled: dict[str, list[float]] = Field(default_factory=dict)
+    # The files scored whose every row carries the target.
+    labeled_files: list[str] = Field(default_factory=list)
     # Where the split's time went: check, predict, profile, write, and the total (the rest
     # is reading and casting).
     seconds: dict[str, float] = Field(default_factory=dict)
@@ -520,6 +522,9 @@ class ScoringResult(BaseModel):
     spec: str = ""
     source: str = ""
     training_source: str = ""
+    # Labeled files of a drifted batch copied into the training landing
+    # (``monitoring.retrain_with_scored``).
+    added_to_training: list[str] = Field(default_factory=list)
     # Why the model is not the one asked for (an earlier champion's predictions stand).
     note: str = ""
     # Seconds of the splits scored now, added up by phase (worker time, not wall time).
@@ -561,6 +566,11 @@ class ScoringResult(BaseModel):
                     f"  realized {drift.metric} {drift.realized:.4f} "
                     f"(test: {drift.expected if drift.expected is not None else float('nan'):.4f})"
                 )
+        if self.added_to_training:
+            lines.append(
+                f"training  {len(self.added_to_training)} labeled file(s) added to "
+                f"{self.training_source} for the retraining"
+            )
         lines += [f"quarantined  {q}" for q in self.quarantined]
         return "\n".join(lines)
 

@@ -224,6 +224,12 @@ class MonitoringSpec(_Strict):
         "test value the realized metric may be before it alerts.",
     )
     bins: int = Field(10, ge=2, le=100, description="Quantile bins per numeric feature.")
+    retrain_with_scored: bool = Field(
+        False,
+        description="When scored data drifts to the alert level, copy the scored files that "
+        "carry the target on every row into the landing folder the champion was trained "
+        "from (under scored/), so the retraining the drift event starts learns from them.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> MonitoringSpec:

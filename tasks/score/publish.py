@@ -129,6 +129,7 @@ def drift_payload(result: ScoringResult) -> dict[str, Any]:
         "lake": result.lake,
         "source": result.source,
         "training_source": result.training_source,
+        "added_to_training": result.added_to_training,
     }
 
 

@@ -116,6 +116,9 @@ class SplitScorer:
     sums: list[dict[str, list[float]]] = field(default_factory=list)
     quarantined: list[QuarantineRecord] = field(default_factory=list)
     rows: int = 0
+    # Files scored, and those with a row that lacks the target (a missing column counts).
+    scored_files: set[str] = field(default_factory=set)
+    unlabeled_files: set[str] = field(default_factory=set)
     # Seconds spent checking, predicting (and explaining), profiling and writing.
     seconds: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(("check", "predict", "profile", "write"), 0.0)
@@ -258,6 +261,17 @@ class SplitScorer:
                 )
             )
             self.sums.append(self._labeled(frame, predictions))
+            self._note_labels(batch, frame)
+
+    def _note_labels(self, batch: Batch, frame: pd.DataFrame) -> None:
+        """Which files carry the target on every row (what may become training data)."""
+        present = frame[self.model.layout.target].notna().to_numpy()
+        start = 0
+        for file, _, table, _ in batch.pieces:
+            self.scored_files.add(file.uri)
+            if not present[start : start + table.num_rows].all():
+                self.unlabeled_files.add(file.uri)
+            start += table.num_rows
 
     def _labeled(self, frame: pd.DataFrame, predictions: np.ndarray) -> dict[str, list[float]]:
         """Sums for the realized metric over the rows that carry the target."""
@@ -397,6 +411,7 @@ def score_split(*, split: Split, spec: DatasetSpec, lake: Lake, model: ScoringMo
         profile=merge_profiles(scorer.profiles, rows_of="scored"),
         quarantined=scorer.quarantined,
         labeled=add_sums(scorer.sums),
+        labeled_files=sorted(scorer.scored_files - scorer.unlabeled_files),
     )
 
 

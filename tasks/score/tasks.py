@@ -21,6 +21,7 @@ from tasks.records import (
 from tasks.retries import IO_RETRIES
 from tasks.runtime.caching import ContentKey
 from tasks.score.drift import run_drift
+from tasks.score.feedback import add_to_training
 from tasks.score.manifest import write_manifest
 from tasks.score.model import earlier_model, resolve_model
 from tasks.score.publish import (
@@ -95,6 +96,16 @@ def write_manifest_task(
     return write_manifest(
         lake=Lake(lake), dataset=spec.name, source=source, model=model, scored=scored, drift=drift
     )
+
+
+@task(name="add-scored-to-training", **IO_RETRIES)
+def add_to_training_task(
+    *, spec: DatasetSpec, result: ScoringResult, scored: list[ScoredSplit]
+) -> ScoringResult:
+    """Labeled files of a drifted batch into the champion's landing folder, when the spec's
+    monitoring.retrain_with_scored asks for it; the result, naming the files written."""
+    added = add_to_training(spec, result, scored)
+    return result.model_copy(update={"added_to_training": added}) if added else result
 
 
 @task(name="publish-scoring", **IO_RETRIES)

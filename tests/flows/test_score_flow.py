@@ -4,6 +4,7 @@ its event, explanations, for every task kind."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +161,11 @@ def drift_events(api: str, model: str) -> list[dict[str, Any]]:
 
 
 def test_drift_alerts_on_exactly_the_shifted_feature_and_the_new_category(
-    trained: str, tmp_path: Path, prefect_api: str
+    trained: str,
+    tmp_path: Path,
+    prefect_api: str,
+    demo_source: Path,
+    spec_variant: Callable[..., str],
 ) -> None:
     fresh = score_flow(
         spec=str(DEMO_SPEC), source=batch(tmp_path, "fresh", seed=61, unlabeled=True), lake=trained
@@ -171,8 +176,11 @@ def test_drift_alerts_on_exactly_the_shifted_feature_and_the_new_category(
     shifted = batch(
         tmp_path, "shifted", seed=62, unlabeled=True, drift=["monthly_charges", "region"]
     )
-    result = score_flow(spec=str(DEMO_SPEC), source=shifted, lake=trained)
+    # With retrain_with_scored on: these rows have no target, so none joins the training data.
+    feedback = spec_variant(monitoring__retrain_with_scored=True)
+    result = score_flow(spec=feedback, source=shifted, lake=trained)
     assert result.drift.status == "alert"
+    assert result.added_to_training == [] and not (demo_source / "scored").exists()
     assert sorted(result.drift.drifted) == ["monthly_charges", "region"]
     region = next(f for f in result.drift.features if f.feature == "region")
     assert region.unseen == ["region-new"] and 0.15 < region.unseen_share < 0.25
@@ -187,6 +195,10 @@ def test_drift_alerts_on_exactly_the_shifted_feature_and_the_new_category(
     assert sorted(payload["drifted"]) == ["monthly_charges", "region"]
     assert payload["model_version"] == result.model_version
     assert payload["manifest"] == result.manifest_uri
+    # What the retraining trigger starts ml-pipeline with.
+    assert payload["spec"] == feedback and payload["source"] == shifted
+    assert payload["training_source"] == str(demo_source)
+    assert payload["added_to_training"] == []
     # The drift report overlays training and scored shares of every feature's bins.
     run = result.manifest_uri.rsplit("/", 1)[-1].removesuffix(".json")
     page = Path(trained) / "runs/reports/customers" / result.model_version / f"drift-{run}.html"

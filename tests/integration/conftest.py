@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.prefect_server import (
     BIN,
@@ -57,6 +58,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         checkout=checkout(root / "checkout"),
         logs=logs,
     )
+    # The checkout's demo spec feeds drifted labeled batches back into training, so the loop
+    # test sees scored data reach the retraining (only a drift alert acts on it).
+    spec = found.checkout / "datasets" / "demo.yaml"
+    data = yaml.safe_load(spec.read_text())
+    data.setdefault("monitoring", {})["retrain_with_scored"] = True
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
     process = found.start(
         "server",
         str(BIN / "prefect"),

@@ -15,10 +15,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from blocks.registry import ModelRegistry
+from deployments.webhook import EVENT, PURPOSE_LABEL
 from tasks.demo_data import write_demo_data
+from tasks.ingest.versions import load_version
+from tasks.lake import Lake
 from tasks.score.publish import DRIFT_EVENT
 from tests.support.prefect_server import BIN, Receiver, Server, signed_post
 
@@ -76,14 +81,27 @@ def test_drifted_scoring_batches_start_one_retraining_and_one_alert(
 ) -> None:
     lake = deployed.checkout / ".mlops" / "lake"
     cluster = dask_client.scheduler.address
-    trained = start(deployed, "ml-pipeline/nightly", source=str(landing), cluster=cluster)
+    # Training files reported to the gateway: the nightly deployment's trigger trains on them.
+    nightly_before = run_ids(deployed, "ml-pipeline/nightly")
+    body = json.dumps({"dataset": "customers", "source_uri": str(landing)}).encode()
+    response = signed_post(f"{gateway}/hooks/generic", body)
+    assert response.status_code == 202, response.text
+    [event_id] = response.json()["events"]
+    [run] = new_runs(deployed, "ml-pipeline/nightly", nightly_before)
+    # Templated from the event; the rest are the deployment's defaults.
+    assert run["parameters"]["source"] == str(landing)
+    assert run["parameters"]["lake"] == ".mlops/lake"
+    trained = deployed.wait_for_run(run["id"])
     assert trained["state"]["type"] == "COMPLETED", deployed.log("worker")
-    champion = ModelRegistry(lake=str(lake)).champion("customers")
-    assert champion is not None
     assert trained["name"].startswith("customers-")
+    assert ModelRegistry(lake=str(lake)).champion("customers") is not None
+    [event] = [e for e in deployed.events(EVENT) if e["id"] == event_id]
+    assert event["resource"]["prefect.resource.id"] == "mlops.dataset.customers"
+    assert event["resource"][PURPOSE_LABEL] == "training"
+    assert event["payload"]["source"] == str(landing)
 
-    # A batch lands in the scoring folder: the gateway reports scoring files, the score
-    # deployment's trigger scores them with the champion.
+    # A labeled batch lands in the scoring folder: the gateway reports scoring files, the
+    # score deployment's trigger scores them with the champion.
     first = scoring_root / "batch-1"
     write_demo_data(
         str(first), rows=2000, files=2, seed=71, drift=["monthly_charges"], drift_scale=2.0
@@ -101,6 +119,9 @@ def test_drifted_scoring_batches_start_one_retraining_and_one_alert(
     # Its drift alert starts ml-pipeline/retrain on what the champion was trained from.
     [drift] = drift_events(deployed, f"{first}/")
     assert drift["payload"]["drifted"] == ["monthly_charges"]
+    # The spec's monitoring.retrain_with_scored: the labeled files joined the training landing.
+    added = drift["payload"]["added_to_training"]
+    assert len(added) == 2 and all("/scored/" in uri for uri in added)
     [retrain] = new_runs(deployed, "ml-pipeline/retrain", retrain_before)
     assert retrain["parameters"]["source"] == str(landing)
     assert retrain["parameters"]["lake"] == drift["payload"]["lake"]
@@ -108,6 +129,11 @@ def test_drifted_scoring_batches_start_one_retraining_and_one_alert(
     print(f"drift event emitted -> retraining run created: {lag:.1f} s")
     retrained = deployed.wait_for_run(retrain["id"])
     assert retrained["state"]["type"] == "COMPLETED", deployed.log("worker")
+    # The new model learned from the landing files and the drifted batch.
+    newest = ModelRegistry(lake=str(lake)).versions("customers")[-1]
+    learned = load_version(Lake(str(lake)), "customers", newest.dataset_version)
+    files = {s.source_uri for p in learned.partitions for s in p.segments}
+    assert len(files) == 5 and set(added) <= files
     waited = (when(retrained["start_time"]) - when(drift["occurred"])).total_seconds()
     print(f"drift event emitted -> retraining run started: {waited:.1f} s")
 
@@ -132,6 +158,20 @@ def test_drifted_scoring_batches_start_one_retraining_and_one_alert(
     time.sleep(2)
     assert len([m for m in alerts.received if "drift alert" in m.get("subject", "")]) == 1
     print("drift notification:", json.dumps(message, indent=2))
+    assert gateway_events(gateway) == 2.0  # the training and the scoring notification
+
+
+def gateway_events(gateway: str) -> float:
+    """The gateway's count of events emitted for generic notifications of customers."""
+    metrics = httpx.get(f"{gateway}/metrics", timeout=30).text
+    [emitted] = [
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "mlops_webhook_events_emitted_total"
+        and sample.labels == {"source": "generic", "dataset": "customers"}
+    ]
+    return emitted
 
 
 def test_a_failed_pipeline_run_sends_one_alert_naming_the_dataset_and_the_run(

@@ -1,7 +1,8 @@
 """Deployments against a real ``prefect server start``, a real process worker and the webhook
-gateway: ``mlops setup``, ``prefect deploy --all`` from prefect.yaml, runs started by
-``prefect deployment run``, by a signed webhook (through the deployment trigger) and from the
-Prefect UI in headless Chromium.
+gateway: ``mlops setup``, ``prefect deploy --all`` from prefect.yaml, the gateway refusing
+bad webhooks, and a run started from the Prefect UI in headless Chromium. Runs started by
+``prefect deployment run``, by signed webhooks and by drift events are in
+test_automations.py, on the same server.
 
 Everything runs from a copy of the repository (the "checkout"), so the deployments' relative
 paths (``.mlops/lake``) resolve there and not in the developer's own checkout.
@@ -17,9 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from blocks.registry import ModelRegistry
 from deployments.webhook import EVENT, PURPOSE_LABEL
 from tasks.score.publish import DRIFT_EVENT
 from tests.support.prefect_server import BIN, SECRET, Receiver, Server, signed_post
@@ -117,71 +116,6 @@ def test_the_parameter_schema_is_enforced(deployed: Server) -> None:
     )
     assert response.status_code in (409, 422), response.text
     assert "expiration_days" in response.text
-
-
-def test_a_deployment_run_completes_a_pipeline(
-    deployed: Server, landing: Path, tmp_path: Path, dask_client: Any
-) -> None:
-    lake = tmp_path / "lake"
-    # The session's Dask cluster as an existing scheduler: no cluster start per stage (the
-    # triggered run below uses the deployment's default, a LocalCluster per stage).
-    cluster = dask_client.scheduler.address
-    started = deployed.run(
-        str(BIN / "prefect"),
-        "deployment",
-        "run",
-        "ml-pipeline/nightly",
-        "--param",
-        f"source={landing}",
-        "--param",
-        f"lake={lake}",
-        "--param",
-        f"cluster={cluster}",
-    )
-    assert started.returncode == 0, started.stderr[-2000:]
-    nightly = deployed.deployment("ml-pipeline", "nightly")
-    [run] = [
-        r for r in deployed.flow_runs(nightly["id"]) if r["parameters"].get("lake") == str(lake)
-    ]
-    done = deployed.wait_for_run(run["id"])
-    assert done["state"]["type"] == "COMPLETED", deployed.log("worker")
-    assert ModelRegistry(lake=str(lake)).champion("customers") is not None
-
-
-def test_a_signed_webhook_starts_the_pipeline_on_its_landing_folder(
-    deployed: Server, gateway: str, landing: Path
-) -> None:
-    nightly = deployed.deployment("ml-pipeline", "nightly")
-    before = {r["id"] for r in deployed.flow_runs(nightly["id"])}
-    body = json.dumps({"dataset": "customers", "source_uri": str(landing)}).encode()
-    response = signed_post(f"{gateway}/hooks/generic", body)
-    assert response.status_code == 202, response.text
-    [event_id] = response.json()["events"]
-
-    deadline = time.monotonic() + 120
-    while not (runs := [r for r in deployed.flow_runs(nightly["id"]) if r["id"] not in before]):
-        assert time.monotonic() < deadline, "the trigger started no run:\n" + deployed.log("server")
-        time.sleep(1)
-    [run] = runs
-    # Templated from the event; the rest are the deployment's defaults.
-    assert run["parameters"]["source"] == str(landing)
-    assert run["parameters"]["lake"] == ".mlops/lake"
-    done = deployed.wait_for_run(run["id"])
-    assert done["state"]["type"] == "COMPLETED", deployed.log("worker")
-    lake = deployed.checkout / ".mlops" / "lake"
-    assert ModelRegistry(lake=str(lake)).champion("customers") is not None
-    metrics = httpx.get(f"{gateway}/metrics", timeout=30).text
-    emitted = [
-        sample.value
-        for family in text_string_to_metric_families(metrics)
-        for sample in family.samples
-        if sample.name == "mlops_webhook_events_emitted_total"
-        and sample.labels == {"source": "generic", "dataset": "customers"}
-    ]
-    assert emitted == [1.0]
-    [event] = [e for e in deployed.events(EVENT) if e["id"] == event_id]
-    assert event["resource"]["prefect.resource.id"] == "mlops.dataset.customers"
-    assert event["payload"]["source"] == str(landing)
 
 
 @pytest.mark.parametrize(
