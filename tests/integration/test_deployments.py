@@ -118,30 +118,40 @@ def test_the_parameter_schema_is_enforced(deployed: Server) -> None:
     assert "expiration_days" in response.text
 
 
-@pytest.mark.parametrize(
-    ("case", "status"),
-    [("unsigned", 401), ("forged", 401), ("stale", 401), ("oversized", 413), ("malformed", 400)],
-)
-def test_bad_webhooks_are_refused_and_emit_no_event(
-    deployed: Server, gateway: str, case: str, status: int
-) -> None:
-    marker = f"/landing/refused-{case}"
-    body = json.dumps({"dataset": "customers", "source_uri": marker}).encode()
+BAD_WEBHOOKS = {
+    "unsigned": 401,
+    "forged": 401,
+    "stale": 401,
+    "oversized": 413,
+    "malformed": 400,
+    "foreign-purpose": 400,
+}
+
+
+def test_bad_webhooks_are_refused_and_emit_no_event(deployed: Server, gateway: str) -> None:
     url = f"{gateway}/hooks/generic"
-    if case == "unsigned":
-        response = httpx.post(url, content=body, timeout=30)
-    elif case == "forged":
-        response = signed_post(url, body, secret="not-the-secret-0123456789")
-    elif case == "stale":
-        response = signed_post(url, body, age=301)
-    elif case == "oversized":
-        response = signed_post(url, body[:-1] + b"," + b" " * 300_000 + b"}")
-    else:
-        response = signed_post(url, body.replace(b"source_uri", b"path"))
-    assert response.status_code == status, response.text
-    assert SECRET not in response.text
-    time.sleep(2)  # events are accepted asynchronously: give a wrong one time to land
-    assert not [e for e in deployed.events(EVENT) if e["payload"].get("source") == marker]
+    for case, status in BAD_WEBHOOKS.items():
+        marker = f"/landing/refused-{case}"
+        note: dict[str, str] = {"dataset": "customers", "source_uri": marker}
+        body = json.dumps(note).encode()
+        if case == "unsigned":
+            response = httpx.post(url, content=body, timeout=30)
+        elif case == "forged":
+            response = signed_post(url, body, secret="not-the-secret-0123456789")
+        elif case == "stale":
+            response = signed_post(url, body, age=301)
+        elif case == "oversized":
+            response = signed_post(url, body[:-1] + b"," + b" " * 300_000 + b"}")
+        elif case == "foreign-purpose":
+            response = signed_post(url, json.dumps({**note, "purpose": "deploy"}).encode())
+        else:
+            response = signed_post(url, body.replace(b"source_uri", b"path"))
+        assert response.status_code == status, (case, response.text)
+        assert SECRET not in response.text
+    # Events are accepted asynchronously: give a wrong one time to land.
+    time.sleep(2)
+    refused = [e for e in deployed.events(EVENT) if "refused-" in e["payload"].get("source", "")]
+    assert refused == []
     assert SECRET not in deployed.log("webhook")
 
 
