@@ -130,6 +130,35 @@ class Lake:
         else:
             self._fs.pipe_file(path, data)
 
+    def create(self, path: str, data: bytes) -> bool:
+        """Write ``path`` only if it does not exist (whole, as :meth:`write_bytes`); whether
+        this call created it. Of several writers racing, exactly one gets True.
+
+        On a local disk a hard link of a finished temporary file, which fails if the name
+        exists; on S3 a PUT with ``If-None-Match: *``.
+        """
+        if not self.is_local:
+            try:
+                self._fs.pipe_file(path, data, mode="create")
+            except FileExistsError:
+                return False
+            return True
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return True
+
     def temporary(self, path: str) -> str:
         """A temporary path beside ``path``: readers and listings ignore it until
         :meth:`commit` moves it into place (a killed writer's is swept, see below)."""

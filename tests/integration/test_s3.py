@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -18,6 +19,8 @@ from blocks.registry import ModelRegistry
 from flows.pipeline import ml_pipeline
 from flows.score import score_flow
 from tasks.demo_data import write_demo_data
+from tasks.lake import Lake
+from tasks.runtime.lease import Lease
 from tests.support.paths import DEMO_SPEC
 from tests.support.processes import free_port, wait_for_port
 
@@ -163,3 +166,22 @@ def test_pipeline_on_s3_survives_thirty_percent_faults(
     assert len(ids) == len(set(ids)) == 2000
     assert direct.exists(scored.manifest_uri.removeprefix("s3://"))
     assert not [k for k in direct.find("lake-bucket/ml", refresh=True) if "/.tmp-" in k]
+
+
+def test_a_lease_on_s3_has_one_holder(s3_endpoint: str) -> None:
+    """S3's conditional PUT (If-None-Match) makes creating a lease generation exclusive."""
+    import fsspec
+
+    fsspec.filesystem("s3", skip_instance_cache=True).mkdir("lease-bucket")
+    lake = Lake("s3://lease-bucket/lake")
+    assert lake.create("lease-bucket/lake/once.json", b"1") is True
+    assert lake.create("lease-bucket/lake/once.json", b"2") is False
+    assert lake.read_bytes("lease-bucket/lake/once.json") == b"1"
+    leases = [Lease(lake, "train/m/v1", what=f"run {i}", seconds=30) for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        holders = list(pool.map(lambda lease: lease.try_acquire(), leases))
+    assert holders.count(None) == 1
+    winner = leases[holders.index(None)]
+    assert {h.owner for h in holders if h is not None} == {winner.owner}
+    winner.release()
+    assert leases[0 if winner is not leases[0] else 1].try_acquire() is None

@@ -1,0 +1,205 @@
+"""Leases in the lake: one run does a piece of work, runs that overlap it wait and reuse it.
+
+Schedules, triggers and people start runs that overlap on one lake; two of them training the
+same model version would do the work twice, and the second could not register it. A lease
+names the work (``train/customers/<version>``) and lives under ``<lake>/runs/leases/``, so
+it works for any processes that share the lake, with or without a shared Prefect API.
+
+A lease is a sequence of generation files ``<key>/<generation>.json``. Taking it is creating
+the next generation exclusively (an ``O_EXCL`` link on a local disk, a conditional PUT with
+``If-None-Match: *`` on S3): of two runs that try at once, one wins. The holder renews its
+file every third of the lease's time while it works and marks it released when done; a
+holder that died (SIGKILL, a lost node) stops renewing, and once its lease has expired the
+next run takes the next generation. Generations only grow, so a holder that was paused past
+its expiry finds a newer generation and knows it lost the lease.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from tasks.errors import LakeError
+from tasks.lake import Lake
+
+logger = logging.getLogger(__name__)
+
+LEASE_SECONDS_ENV = "MLOPS_LEASE_SECONDS"
+DEFAULT_LEASE_SECONDS = 60.0
+POLL_SECONDS = 1.0
+
+
+def lease_seconds() -> float:
+    """How long a lease lasts without renewal (``$MLOPS_LEASE_SECONDS``, default 60): how
+    long a run that died holds up the next one."""
+    value = os.environ.get(LEASE_SECONDS_ENV)
+    if not value:
+        return DEFAULT_LEASE_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{LEASE_SECONDS_ENV}={value!r} is not a number of seconds") from None
+    if seconds < 3:
+        raise ValueError(f"{LEASE_SECONDS_ENV}={value!r}: a lease must last at least 3 s")
+    return seconds
+
+
+class LeaseRecord(BaseModel):
+    """Who holds (or held) one generation of a lease."""
+
+    owner: str
+    host: str
+    pid: int
+    what: str
+    acquired_at: float
+    expires_at: float
+    released: bool = False
+
+    def live(self, now: float) -> bool:
+        return not self.released and self.expires_at > now
+
+    def describe(self) -> str:
+        return f"{self.what} by pid {self.pid} on {self.host}"
+
+
+class LeaseLost(LakeError):
+    """Another run took a lease this run held (it was not renewed in time)."""
+
+
+@dataclass
+class Lease:
+    """One run's hold on a piece of work; see :func:`held`."""
+
+    lake: Lake
+    key: str
+    what: str
+    seconds: float
+    owner: str = field(default_factory=lambda: uuid.uuid4().hex)
+    generation: int = 0
+    lost: bool = False
+
+    @property
+    def folder(self) -> str:
+        return self.lake.path("runs", "leases", *self.key.split("/"))
+
+    def _path(self, generation: int) -> str:
+        return f"{self.folder}/{generation:012d}.json"
+
+    def _generations(self) -> list[int]:
+        names = self.lake.list_files(self.folder, ".json")
+        return sorted(int(os.path.basename(n).removesuffix(".json")) for n in names)
+
+    def _read(self, generation: int) -> LeaseRecord | None:
+        try:
+            return LeaseRecord.model_validate(self.lake.read_json(self._path(generation)))
+        except (FileNotFoundError, ValueError):
+            return None  # released and cleaned up meanwhile, or being written
+
+    def _record(self, *, released: bool = False) -> bytes:
+        now = time.time()
+        return (
+            LeaseRecord(
+                owner=self.owner,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                what=self.what,
+                acquired_at=now,
+                expires_at=now + self.seconds,
+                released=released,
+            )
+            .model_dump_json()
+            .encode()
+        )
+
+    def try_acquire(self) -> LeaseRecord | None:
+        """Take the lease if nobody holds it; None when taken, else the live holder."""
+        generations = self._generations()
+        top = generations[-1] if generations else 0
+        if top:
+            current = self._read(top)
+            if current is not None and current.live(time.time()):
+                return current if current.owner != self.owner else None
+        if not self.lake.create(self._path(top + 1), self._record()):
+            mine = self._read(top + 1)
+            if mine is not None and mine.owner == self.owner:  # our own retried write
+                self.generation = top + 1
+                return None
+            return mine or self._read(top)  # another run won this generation
+        self.generation = top + 1
+        for old in generations:  # earlier generations are over: keep the folder small
+            with contextlib.suppress(FileNotFoundError):
+                self.lake.remove(self._path(old))
+        return None
+
+    def renew(self) -> None:
+        """Extend the lease; :class:`LeaseLost` when a newer generation exists."""
+        if self._generations()[-1:] != [self.generation]:
+            self.lost = True
+            raise LeaseLost(f"lease {self.key} was taken by another run (not renewed in time)")
+        self.lake.write_bytes(self._path(self.generation), self._record())
+
+    def release(self) -> None:
+        if self.generation and not self.lost:
+            with contextlib.suppress(LeaseLost):
+                if self._generations()[-1:] == [self.generation]:
+                    self.lake.write_bytes(self._path(self.generation), self._record(released=True))
+
+
+@contextlib.contextmanager
+def held(
+    lake: Lake,
+    key: str,
+    *,
+    what: str,
+    seconds: float | None = None,
+    timeout: float = 24 * 3600,
+    on_wait: Callable[[LeaseRecord], None] | None = None,
+) -> Iterator[Lease]:
+    """Hold the lease ``key`` while the block runs, waiting while another run holds it.
+
+    ``on_wait`` is told once who holds it. While the block runs, a thread renews the lease;
+    it is released when the block ends, also on error. Waiting longer than ``timeout``
+    raises :class:`LakeError` naming the holder.
+    """
+    lease = Lease(lake, key, what=what, seconds=seconds or lease_seconds())
+    deadline = time.monotonic() + timeout
+    told = False
+    while (holder := lease.try_acquire()) is not None:
+        if not told and on_wait is not None:
+            on_wait(holder)
+            told = True
+        if time.monotonic() > deadline:
+            raise LakeError(
+                f"{lake.url_of(lease.folder)}: still held ({holder.describe()}) after "
+                f"{timeout:.0f} s"
+            )
+        time.sleep(POLL_SECONDS)
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(lease.seconds / 3):
+            try:
+                lease.renew()
+            except LeaseLost as err:
+                logger.warning("%s", err)
+                return
+            except Exception as err:  # a storage hiccup: the next renewal may get through
+                logger.warning("Could not renew lease %s: %s", key, err)
+
+    renewer = threading.Thread(target=renew, name=f"lease-{key}", daemon=True)
+    renewer.start()
+    try:
+        yield lease
+    finally:
+        stop.set()
+        renewer.join(timeout=30)
+        lease.release()

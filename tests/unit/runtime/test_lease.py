@@ -1,0 +1,108 @@
+"""Leases in the lake: one holder at a time among real processes, renewal keeps it, a holder
+that stops renewing loses it once it expires, and a waiter proceeds when it is released."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasks.lake import Lake
+from tasks.runtime.lease import Lease, LeaseLost, LeaseRecord, held, lease_seconds
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _race(root: str, queue: multiprocessing.Queue[str], barrier: Any) -> None:
+    lease = Lease(Lake(root), "train/m/v1", what="race", seconds=30)
+    barrier.wait()
+    queue.put("won" if lease.try_acquire() is None else "waits")
+
+
+def test_of_processes_racing_for_a_lease_exactly_one_wins(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    queue: multiprocessing.Queue[str] = context.Queue()
+    barrier = context.Barrier(4)
+    racers = [context.Process(target=_race, args=(str(tmp_path), queue, barrier)) for _ in range(4)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(timeout=30)
+    outcomes = sorted(queue.get(timeout=5) for _ in racers)
+    assert outcomes == ["waits", "waits", "waits", "won"]
+
+
+def test_create_writes_once_and_whole(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path))
+    path = f"{tmp_path}/a/b.json"
+    assert lake.create(path, b"first") is True
+    assert lake.create(path, b"second") is False
+    assert Path(path).read_bytes() == b"first"
+    assert sorted(p.name for p in Path(path).parent.iterdir()) == ["b.json"]
+
+
+def test_an_expired_lease_is_taken_and_its_old_holder_knows(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path))
+    first = Lease(lake, "train/m/v1", what="first", seconds=3)
+    second = Lease(lake, "train/m/v1", what="second", seconds=3)
+    assert first.try_acquire() is None
+    holder = second.try_acquire()
+    assert isinstance(holder, LeaseRecord) and holder.what == "first"
+    first.renew()  # renewal moves the expiry on
+    time.sleep(3.2)
+    assert second.try_acquire() is None and second.generation == 2
+    with pytest.raises(LeaseLost, match="taken by another run"):
+        first.renew()
+    # Only the current generation is kept.
+    assert [p.name for p in (tmp_path / "runs/leases/train/m/v1").iterdir()] == [
+        "000000000002.json"
+    ]
+
+
+def test_a_waiter_proceeds_when_the_holder_releases_and_renewal_keeps_it_held(
+    tmp_path: Path,
+) -> None:
+    lake = Lake(str(tmp_path))
+    order: list[str] = []
+    waited: list[LeaseRecord] = []
+    holding = threading.Event()
+
+    def first() -> None:
+        with held(lake, "k", what="first", seconds=4):
+            holding.set()
+            time.sleep(6)  # longer than the lease: the renewer keeps it
+            order.append("first done")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    holding.wait(10)
+    with held(lake, "k", what="second", seconds=4, on_wait=waited.append):
+        order.append("second in")
+    thread.join()
+    assert order == ["first done", "second in"]
+    assert [w.what for w in waited] == ["first"]  # told once
+
+
+def test_waiting_too_long_names_the_holder(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path))
+    assert Lease(lake, "k", what="training m@v1", seconds=30).try_acquire() is None
+    with (
+        pytest.raises(Exception, match=r"still held \(training m@v1 by pid \d+"),
+        held(lake, "k", what="other", timeout=1.5),
+    ):
+        pass
+
+
+def test_the_lease_time_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLOPS_LEASE_SECONDS", raising=False)
+    assert lease_seconds() == 60
+    monkeypatch.setenv("MLOPS_LEASE_SECONDS", "8")
+    assert lease_seconds() == 8
+    for bad in ("soon", "1"):
+        monkeypatch.setenv("MLOPS_LEASE_SECONDS", bad)
+        with pytest.raises(ValueError, match="MLOPS_LEASE_SECONDS"):
+            lease_seconds()
