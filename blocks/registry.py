@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from tasks.errors import RegistryError
+from tasks.errors import RegistryError, VersionExists
 from tasks.lake import Lake
 from tasks.records import DataProfile, Evaluation, ModelMetadata, PromotionDecision, utcnow
 
@@ -76,7 +76,7 @@ class ModelRegistry(Block):
         versions are immutable, so an existing one is refused."""
         name, version = metadata.model_name, metadata.version
         if self.has_version(name, version):
-            raise RegistryError(
+            raise VersionExists(
                 f"model '{name}' version '{version}' already exists; versions are immutable"
             )
         self._lake.write_bytes(self._path(name, "versions", version, "model.ubj"), model)

@@ -5,11 +5,14 @@ from __future__ import annotations
 from prefect import flow
 
 from tasks.ingest.tasks import load_version_task
+from tasks.lake import Lake
 from tasks.records import ModelCandidate
+from tasks.runtime.lease import held
 from tasks.runtime.naming import dataset_run_name
 from tasks.runtime.progress import run_logger
 from tasks.runtime.runner import stage_plan, stage_scheduler_address, stage_task_runner
 from tasks.spec import load_spec_task
+from tasks.train.register import training_key
 from tasks.train.tasks import (
     find_registered_model_task,
     plan_training_task,
@@ -41,9 +44,6 @@ def train_flow(
     version = load_version_task(lake=lake, spec=dataset, version=dataset_version)
     report = load_report_task(lake=lake, spec=dataset, version=version)
     plan = plan_training_task(spec=dataset, version=version, report=report, lake=lake)
-    candidate = find_registered_model_task(
-        lake=lake, model_name=dataset.name, version=plan.model_version
-    )
     logger = run_logger(
         "train",
         dataset=dataset.name,
@@ -51,45 +51,58 @@ def train_flow(
         model=dataset.name,
         model_version=plan.model_version,
     )
-    if candidate is not None:
-        # Same partitions, same training spec: training again would only reproduce it.
-        logger.info(
-            "Model %s@%s already registered for these inputs; reusing it",
-            dataset.name,
-            plan.model_version,
+    # Runs that overlap on these inputs train once: the others wait here (before starting a
+    # cluster) and then find the model registered.
+    with held(
+        Lake(lake),
+        training_key(dataset.name, plan.model_version),
+        what=f"training {dataset.name}@{plan.model_version}",
+        on_wait=lambda holder: logger.info(
+            "Waiting for another run: %s holds the lease", holder.describe()
+        ),
+    ):
+        candidate = find_registered_model_task(
+            lake=lake, model_name=dataset.name, version=plan.model_version
         )
-    else:
-        if plan.warm_start is not None:
-            warm = plan.warm_start
+        if candidate is not None:
+            # Same partitions, same training spec: training again would only reproduce it.
             logger.info(
-                "Warm start: continuing champion %s@%s (%d trees) with up to %d rounds on "
-                "%d new partition(s), %d rows",
+                "Model %s@%s already registered for these inputs; reusing it",
                 dataset.name,
-                warm.base_version,
-                warm.base_rounds,
-                warm.rounds,
-                len(warm.new_partitions),
-                warm.new_rows,
+                plan.model_version,
             )
-        # Runs here and drives the stage's cluster through its own client (see
-        # stage_scheduler_address for why not inside a worker).
-        scheduler = stage_scheduler_address()
-        cluster_plan = stage_plan()
-        candidate = train_model_task(
-            scheduler=scheduler,
-            workers=cluster_plan.wait_for_workers,
-            worker_timeout=cluster_plan.worker_timeout,
-            spec=dataset,
-            lake=lake,
-            version=version,
-            plan=plan,
-        )
-        logger.info(
-            "Registered model %s@%s: test %s",
-            dataset.name,
-            candidate.version,
-            ", ".join(f"{k}={v:.4f}" for k, v in candidate.metrics.items()),
-        )
+        else:
+            if plan.warm_start is not None:
+                warm = plan.warm_start
+                logger.info(
+                    "Warm start: continuing champion %s@%s (%d trees) with up to %d rounds on "
+                    "%d new partition(s), %d rows",
+                    dataset.name,
+                    warm.base_version,
+                    warm.base_rounds,
+                    warm.rounds,
+                    len(warm.new_partitions),
+                    warm.new_rows,
+                )
+            # Runs here and drives the stage's cluster through its own client (see
+            # stage_scheduler_address for why not inside a worker).
+            scheduler = stage_scheduler_address()
+            cluster_plan = stage_plan()
+            candidate = train_model_task(
+                scheduler=scheduler,
+                workers=cluster_plan.wait_for_workers,
+                worker_timeout=cluster_plan.worker_timeout,
+                spec=dataset,
+                lake=lake,
+                version=version,
+                plan=plan,
+            )
+            logger.info(
+                "Registered model %s@%s: test %s",
+                dataset.name,
+                candidate.version,
+                ", ".join(f"{k}={v:.4f}" for k, v in candidate.metrics.items()),
+            )
     publish_training_summary_task(lake=lake, candidate=candidate)
     write_training_report_task(lake=lake, candidate=candidate)
     return candidate

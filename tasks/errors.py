@@ -35,5 +35,9 @@ class RegistryError(MlopsError):
     """A registry operation was refused (unknown version, immutable version exists, ...)."""
 
 
+class VersionExists(RegistryError):
+    """The model version is registered already (by this inputs' earlier or overlapping run)."""
+
+
 class ClusterError(MlopsError):
     """A stage's Dask cluster cannot be configured, reached or started."""

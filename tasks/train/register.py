@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from distributed import Client
 
 from blocks.registry import ModelRegistry
+from tasks.errors import VersionExists
 from tasks.lake import Lake
 from tasks.records import DatasetVersion, ModelCandidate, ModelMetadata
 from tasks.runtime.runner import stage_client
@@ -113,15 +114,31 @@ def train_and_register(
         warm_start=warm.model_copy(update={"base_metrics": trained.base_metrics}) if warm else None,
         importance=gain_importance(trained.booster),
     )
-    registry.register(
-        metadata,
-        bytes(trained.booster.save_raw(raw_format="ubj")),
-        profile=trained.profile,
-        evaluation=trained.evaluation,
-    )
+    try:
+        registry.register(
+            metadata,
+            bytes(trained.booster.save_raw(raw_format="ubj")),
+            profile=trained.profile,
+            evaluation=trained.evaluation,
+        )
+    except VersionExists:
+        # An overlapping run registered these inputs first (it took the training lease
+        # after this run's expired): the version is immutable and equivalent; use it.
+        logger.warning(
+            "Model %s@%s was registered meanwhile by another run; reusing it",
+            spec.name,
+            plan.model_version,
+        )
+        existing = registry.metadata(spec.name, plan.model_version)
+        return candidate_from(existing, registry=registry, reused=True)
     # Registered: the version exists, so nothing will resume these any more.
     checkpoints.clear()
     return candidate_from(metadata, registry=registry, reused=False)
+
+
+def training_key(model_name: str, version: str) -> str:
+    """The lease overlapping runs of the same inputs share (one trains, the others reuse)."""
+    return f"train/{model_name}/{version}"
 
 
 def champion_to_compare(
