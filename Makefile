@@ -17,6 +17,9 @@ CLUSTER ?= local
 # Keep this checkout's Prefect state (ephemeral API database) inside the checkout.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
+# `make test`: pytest-xdist workers (the modules that share a Prefect server stay on one).
+TEST_WORKERS ?= 2
+
 # `make bench`: data sizes and repetitions (medians are reported).
 BENCH_SIZES ?= 1M,4M
 BENCH_REPEATS ?= 1
@@ -57,7 +60,7 @@ run: $(VENV)/.run-installed $(SOURCE) $(SCORING)
 	$(BIN)/mlops score --spec $(SPEC) --source $(SCORING) --lake $(LAKE) --cluster $(CLUSTER)
 
 test: $(VENV)/.dev-installed
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: $(VENV)/.run-installed
 	$(BIN)/python -m benchmarks.run --sizes $(BENCH_SIZES) --repeats $(BENCH_REPEATS) \
