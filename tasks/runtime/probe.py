@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import httpx
 from distributed.core import rpc
 
 from blocks.cluster import DaskClusterConfig
@@ -90,3 +91,39 @@ def check_reachable(config: DaskClusterConfig) -> None:
         check_scheduler(str(config.address), timeout=min(config.worker_timeout, 30))
     elif config.mode == "kubernetes":
         check_kubernetes_api(config.namespace, timeout=min(config.worker_timeout, 30))
+
+
+def api_health(url: str, timeout: float = 5.0) -> str | None:
+    """On a Dask worker: None when the Prefect API at ``url`` answers, else why not."""
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/health", timeout=timeout)
+    except httpx.HTTPError as err:
+        return f"{type(err).__name__}: {err}"
+    return None if response.status_code == 200 else f"HTTP {response.status_code}"
+
+
+def check_api_from_workers(client: Any, url: str) -> None:
+    """Fail at once unless every worker of an existing cluster reaches the flow's API.
+
+    Task runs report to the API the flow hands them; a worker that cannot reach it would
+    fail each task late, and one given no API at all would start a server of its own.
+    """
+    problems = {
+        worker: problem
+        for worker, problem in client.run(api_health, url).items()
+        if problem is not None
+    }
+    if not problems:
+        return
+    listed = "; ".join(f"{worker}: {problem}" for worker, problem in sorted(problems.items()))
+    local = urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
+    hint = (
+        "the embedded Prefect API listens on this machine only: start a Prefect server the "
+        "workers can reach (prefect server start --host 0.0.0.0) and set PREFECT_API_URL to it"
+        if local
+        else "set PREFECT_API_URL to a Prefect server address the workers can reach"
+    )
+    raise ClusterError(
+        f"{len(problems)} worker(s) of the existing cluster cannot reach the Prefect API at "
+        f"{url} that this flow's task runs report to ({listed}); {hint}"
+    )

@@ -13,7 +13,7 @@ import asyncio
 import multiprocessing
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, cast
 
 import dask
@@ -21,7 +21,7 @@ from distributed import Client, LocalCluster
 from prefect import get_run_logger, task
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
-from prefect.settings import PREFECT_API_URL
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import TaskRunner
 from prefect.utilities.asyncutils import run_coro_as_sync
 from prefect_dask import DaskTaskRunner
@@ -32,7 +32,7 @@ from tasks.errors import ClusterError
 from tasks.runtime.dask_report import stage_diagnostics
 from tasks.runtime.kube import start_kube_cluster
 from tasks.runtime.plan import Stage, StagePlan, plan_stage
-from tasks.runtime.probe import check_reachable
+from tasks.runtime.probe import check_api_from_workers, check_reachable
 
 
 def resolve_cluster(cluster: DaskClusterConfig | str | None) -> DaskClusterConfig:
@@ -119,6 +119,29 @@ class StageTaskRunner(DaskTaskRunner):
         self.partitions = partitions
         self.total_bytes = total_bytes
         self.plan: StagePlan | None = None
+        self._worker_api: str | None = None
+
+    def submit(
+        self, task: Any, parameters: Any, wait_for: Any = None, dependencies: Any = None
+    ) -> Any:
+        """Submit with the settings the task run needs where it runs: on an existing
+        cluster's workers, the flow's own Prefect API (workers started without
+        ``PREFECT_API_URL`` would otherwise each start a temporary server of their own)."""
+        with self._worker_settings():
+            return super().submit(task, parameters, wait_for, dependencies)
+
+    def _worker_settings(self) -> Any:
+        plan = self.plan or self._prepare()
+        if plan.mode != "address":
+            return nullcontext()  # clusters we create get PREFECT_API_URL in their env
+        if self._worker_api is None:
+            url = current_api_url()
+            if url is None:
+                return nullcontext()
+            check_api_from_workers(self.client, url)
+            self._worker_api = url
+        # Task runs carry the submitting thread's settings to the worker that runs them.
+        return temporary_settings(updates={PREFECT_API_URL: self._worker_api})
 
     def duplicate(self) -> StageTaskRunner:
         return type(self)(

@@ -6,13 +6,16 @@ started from the command line, exactly as on a machine that hosts a shared Dask 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 from distributed import Client
@@ -20,6 +23,7 @@ from distributed import Client
 from flows.ingest import ingest_flow
 from flows.pipeline import ml_pipeline
 from tasks.errors import ClusterError, ValidationFailed
+from tests.support.paths import DEMO_SPEC
 from tests.support.processes import dask_worker_processes, free_port
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
@@ -49,10 +53,10 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
 def dask_processes(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterator[str]:
     """A scheduler and two single-threaded workers as separate processes; yields the address."""
     tmp_path = tmp_path_factory.mktemp("dask-processes")
+    # Started as a user would, knowing nothing of Prefect: each task run brings the flow's
+    # API with it.
     env = {
-        **os.environ,
-        # Workers run the Prefect tasks and report them to the same API as the flow.
-        "PREFECT_API_URL": prefect_api,
+        **{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"},
         "DASK_LOGGING__DISTRIBUTED": "warning",
     }
     address = f"tcp://127.0.0.1:{free_port()}"
@@ -122,8 +126,13 @@ def executed_per_worker(address: str) -> dict[str, int]:
 
 
 def test_whole_pipeline_on_an_existing_scheduler_with_worker_processes(
-    dask_processes: str, spec_variant: Callable[..., str], demo_source: Path, lake: str
+    dask_processes: str,
+    spec_variant: Callable[..., str],
+    demo_source: Path,
+    lake: str,
+    prefect_api: str,
 ) -> None:
+    started = datetime.now(UTC).isoformat()
     # A partition per file: work for both workers.
     spec = spec_variant(ingest={"partition_rows": 1500})
     result = ml_pipeline(spec=spec, source=str(demo_source), lake=lake, cluster=dask_processes)
@@ -136,6 +145,23 @@ def test_whole_pipeline_on_an_existing_scheduler_with_worker_processes(
     # The existing cluster is not ours: it is still there, with both workers, afterwards.
     with Client(dask_processes, set_as_default=False) as client:
         assert len(client.scheduler_info()["workers"]) == 2
+    assert completed_task_runs(prefect_api, since=started, prefix="validate-") >= 4
+
+
+def completed_task_runs(api: str, *, since: str, prefix: str) -> int:
+    runs = httpx.post(
+        f"{api}/task_runs/filter",
+        json={
+            "task_runs": {
+                "start_time": {"after_": since},
+                "state": {"type": {"any_": ["COMPLETED"]}},
+                "name": {"like_": prefix},
+            },
+            "limit": 200,
+        },
+        timeout=30,
+    ).json()
+    return len(runs)
 
 
 def test_a_stage_flow_called_alone_runs_where_its_cluster_parameter_says(
@@ -213,3 +239,42 @@ def test_a_saved_cluster_block_is_used_by_name(
     # for the one split of the four small files.
     planned = [r.getMessage() for r in caplog.records if " worker(s) for " in r.getMessage()]
     assert planned == ["Stage ingest: local cluster, 1 worker(s) for 1 partition(s)"]
+
+
+def servers_under(address: str) -> list[str]:
+    """Prefect servers (uvicorn processes) started under the cluster's worker processes."""
+    with Client(address, set_as_default=False) as client:
+        workers = client.run(os.getpid)
+    found = []
+    for pid in workers.values():
+        for child in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                command = " ".join(child.cmdline())
+                if "uvicorn" in command or "prefect" in command:
+                    found.append(command)
+    return found
+
+
+def test_the_embedded_api_reaches_existing_workers_without_servers_of_their_own(
+    dask_processes: str, demo_source: Path, tmp_path: Path
+) -> None:
+    """`mlops run --cluster tcp://...` on the embedded default (no PREFECT_API_URL anywhere):
+    each task run takes the flow's temporary API along, so no worker starts one."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    command = [
+        *(str(Path(sys.executable).parent / "mlops"), "run", "--spec", str(DEMO_SPEC)),
+        *("--source", str(demo_source), "--lake", str(tmp_path / "lake")),
+        *("--cluster", dask_processes, "--no-progress"),
+    ]
+    run = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    seen: list[str] = []
+    while run.poll() is None:
+        seen += servers_under(dask_processes)
+        time.sleep(0.5)
+    err = run.stderr.read() if run.stderr else ""
+    assert run.returncode == 0, err[-3000:]
+    assert seen == [] and servers_under(dask_processes) == []
+    assert "Finished in state Completed" in err
