@@ -161,6 +161,21 @@ def _parser() -> argparse.ArgumentParser:
         help="files under this prefix (s3:// or a path) are to be scored with the dataset's "
         "champion, not trained on (repeatable)",
     )
+    allow = serve.add_mutually_exclusive_group()
+    allow.add_argument(
+        "--allow-source",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="a location notifications may name (s3://bucket/prefix/ or an absolute path; "
+        "repeatable); anything else is refused with 403",
+    )
+    allow.add_argument(
+        "--allow-any-source",
+        action="store_true",
+        help="accept any location a signed sender names (without an allowlist the gateway "
+        "refuses to start)",
+    )
     return parser
 
 
@@ -174,7 +189,20 @@ def _positive_days(text: str) -> float:
     return days
 
 
+def _preflight(*, spec: str, lake: str, source: str) -> int:
+    """Exit code 2 with one line per problem when the spec, source or lake is wrong (before
+    Prefect starts); 0 to go ahead."""
+    from deployments.preflight import problems
+
+    found = problems(spec=spec, lake=lake, source=source)
+    for problem in found:
+        print(f"error: {problem}", file=sys.stderr)
+    return 2 if found else 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    if code := _preflight(spec=args.spec, lake=args.lake, source=args.source):
+        return code
     # Subcommands import what they use when they run: `mlops --help` stays instant.
     from deployments.progress import ProgressDisplay
     from flows.pipeline import ml_pipeline
@@ -197,6 +225,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
+    if code := _preflight(spec=args.spec, lake=args.lake, source=args.source):
+        return code
     from deployments.progress import ProgressDisplay
     from flows.score import score_flow
     from tasks.runtime.caching import CacheOptions
@@ -336,6 +366,8 @@ def _webhook(args: argparse.Namespace) -> int:
         secret_env=WEBHOOK_SECRET_ENV,
         datasets=args.dataset,
         scoring=args.scoring,
+        allowed_sources=args.allow_source,
+        allow_any=args.allow_any_source,
     )
     return 0
 

@@ -9,6 +9,7 @@ from blocks.registry import ModelRegistry
 from deployments.cli import main
 from tasks.records import DataProfile, FeatureProfile
 from tests.support.models import metadata, model_bytes
+from tests.support.paths import DEMO_SPEC
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -87,6 +88,8 @@ def test_webhook_gateway_and_setup_refuse_to_start_without_what_they_need(
     monkeypatch.setenv("MLOPS_WEBHOOK_SECRET", "0123456789abcdef")
     assert main(["webhook", "serve", "--dataset", "bucket/prefix=x"]) == 1
     assert "expected s3://bucket/prefix/=dataset-name" in capsys.readouterr().err
+    assert main(["webhook", "serve", "--port", "1"]) == 1
+    assert "refusing to start without a source allowlist" in capsys.readouterr().err
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     # Whatever API the test session runs, `mlops setup` must name the one it sets up.
@@ -94,3 +97,43 @@ def test_webhook_gateway_and_setup_refuse_to_start_without_what_they_need(
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         assert main(["setup"]) == 1
     assert "set PREFECT_API_URL" in capsys.readouterr().err
+
+
+def test_a_wrong_spec_source_or_lake_is_one_line_and_exit_2_before_prefect_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = str(DEMO_SPEC)
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (
+            ["run", "--spec", "nope.yaml", "--source", str(empty), "--lake", str(tmp_path)],
+            ["nope.yaml: dataset spec not found", "no landing files found"],
+        ),
+        (
+            ["run", "--spec", spec, "--source", "/no/such/landing", "--lake", str(tmp_path / "l")],
+            ["/no/such/landing: landing location does not exist"],
+        ),
+        (
+            ["run", "--spec", spec, "--source", str(empty), "--lake", str(a_file)],
+            ["the lake must be a folder, not a file"],
+        ),
+        (
+            ["score", "--spec", spec, "--source", str(empty), "--lake", "foo://bar"],
+            ["foo://bar: not a lake location"],
+        ),
+        (
+            ["run", "--spec", str(a_file), "--source", str(empty), "--lake", str(tmp_path)],
+            [f"{a_file}: "],
+        ),
+    ]
+    for argv, messages in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert all(line.startswith("error: ") for line in lines), err
+        for message in messages:
+            assert message in err, (argv, err)
+        assert "Beginning flow run" not in err and "Traceback" not in err
