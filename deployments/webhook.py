@@ -76,6 +76,8 @@ class GenericNotification(BaseModel):
             raise ValueError("must be a path, an s3:// or a file:// URI")
         if any(ord(c) < 32 for c in value):
             raise ValueError("must not contain control characters")
+        if ".." in value.replace("\\", "/").split("/"):
+            raise ValueError("must not contain '..' segments")
         return value
 
 
@@ -269,6 +271,10 @@ class Gateway:
     emit: Callable[[Arrival], str]
     datasets: dict[str, str] = field(default_factory=dict)
     scoring: dict[str, str] = field(default_factory=dict)
+    # Where a notification may say files landed; a signed sender naming anything else is
+    # refused (403). Empty refuses to start unless ``allow_any`` says so explicitly.
+    allowed_sources: tuple[str, ...] = ()
+    allow_any: bool = False
     max_body: int = MAX_BODY_BYTES
     window: float = REPLAY_WINDOW_SECONDS
     clock: Callable[[], float] = time.time
@@ -277,6 +283,12 @@ class Gateway:
     def __post_init__(self) -> None:
         if len(self.secret) < 16:
             raise ValueError("the webhook secret must be at least 16 characters")
+        if not self.allowed_sources and not self.allow_any:
+            raise ValueError(
+                "refusing to start without a source allowlist: give --allow-source PREFIX "
+                "(repeatable, e.g. s3://bucket/landing/) or, to accept any location a signed "
+                "sender names, --allow-any-source"
+            )
         self._replays = ReplayGuard(self.window)
         self._routes = Routes(training=self.datasets, scoring=self.scoring)
 
@@ -316,11 +328,24 @@ class Gateway:
         except ValueError as err:
             raise Rejected(400, "invalid-payload", str(err)) from None
 
+    def allowed(self, uri: str) -> bool:
+        return self.allow_any or any(uri.startswith(p) for p in self.allowed_sources)
+
     def handle(self, source: str, headers: dict[str, str], body: bytes) -> list[str]:
         """Verify, map and emit; the ids of the events emitted (none when rejected)."""
         self.verify(headers, body)
+        arrivals = self.arrivals(source, body)
+        # All or nothing: one location outside the allowlist refuses the whole request.
+        for arrival in arrivals:
+            refused = [u for u in (arrival.source, *arrival.objects) if not self.allowed(u)]
+            if refused:
+                raise Rejected(
+                    403,
+                    "source-not-allowed",
+                    f"{refused[0]} is not under an allowed source prefix",
+                )
         ids = []
-        for arrival in self.arrivals(source, body):
+        for arrival in arrivals:
             ids.append(self.emit(arrival))
             self.metrics.events.labels(source, arrival.dataset).inc()
         return ids
@@ -446,6 +471,19 @@ def parse_datasets(pairs: Sequence[str], *, option: str = "--dataset") -> dict[s
     return out
 
 
+def parse_allowed(prefixes: Sequence[str]) -> tuple[str, ...]:
+    """``--allow-source`` prefixes: an s3:// prefix or an absolute path, without ``..``."""
+    out = []
+    for prefix in prefixes:
+        remote = prefix.startswith(("s3://", "s3a://", "file://"))
+        if not (remote or prefix.startswith("/")) or ".." in prefix.split("/"):
+            raise ValueError(
+                f"--allow-source {prefix!r}: expected s3://bucket/prefix/ or an absolute path"
+            )
+        out.append(prefix)
+    return tuple(out)
+
+
 def serve(
     *,
     host: str,
@@ -454,6 +492,8 @@ def serve(
     secret_env: str,
     datasets: Sequence[str],
     scoring: Sequence[str] = (),
+    allowed_sources: Sequence[str] = (),
+    allow_any: bool = False,
 ) -> None:
     """Run the gateway until interrupted."""
     import uvicorn
@@ -463,6 +503,8 @@ def serve(
         emit=emit_arrival,
         datasets=parse_datasets(datasets),
         scoring=parse_datasets(scoring, option="--scoring"),
+        allowed_sources=parse_allowed(allowed_sources),
+        allow_any=allow_any,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logger.info("Webhook gateway on http://%s:%d (POST /hooks/s3, /hooks/generic)", host, port)

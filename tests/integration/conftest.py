@@ -121,12 +121,14 @@ def scoring_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def gateway(deployed: Server, scoring_root: Path) -> Iterator[str]:
-    """The gateway as the README starts it: the secret from the block `mlops setup` saved."""
+def gateway(deployed: Server, scoring_root: Path, landing: Path) -> Iterator[str]:
+    """The gateway as the README starts it: the secret from the block `mlops setup` saved,
+    the scoring folder mapped, and only the test's landing and scoring folders allowed."""
     port = free_port()
     command = [
         *(str(BIN / "mlops"), "webhook", "serve", "--port", str(port)),
         *("--scoring", f"{scoring_root}/=customers"),
+        *("--allow-source", str(landing), "--allow-source", f"{scoring_root}/"),
     ]
     without_env = replace(deployed, env={**deployed.env, "MLOPS_WEBHOOK_SECRET": ""})
     process = without_env.start("webhook", *command, "--secret-block", "mlops-webhook-secret")

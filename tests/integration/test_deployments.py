@@ -125,6 +125,7 @@ BAD_WEBHOOKS = {
     "oversized": 413,
     "malformed": 400,
     "foreign-purpose": 400,
+    "not-allowed": 403,  # validly signed, but naming a location outside the allowlist
 }
 
 
@@ -142,6 +143,8 @@ def test_bad_webhooks_are_refused_and_emit_no_event(deployed: Server, gateway: s
             response = signed_post(url, body, age=301)
         elif case == "oversized":
             response = signed_post(url, body[:-1] + b"," + b" " * 300_000 + b"}")
+        elif case == "not-allowed":
+            response = signed_post(url, body)
         elif case == "foreign-purpose":
             response = signed_post(url, json.dumps({**note, "purpose": "deploy"}).encode())
         else:

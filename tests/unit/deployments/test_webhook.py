@@ -21,6 +21,7 @@ from deployments.webhook import (
     Arrival,
     Gateway,
     create_app,
+    parse_allowed,
     parse_datasets,
     sign,
 )
@@ -53,6 +54,7 @@ def client(emitted: Recorder) -> Iterator[TestClient]:
             "s3://lake-bucket/incoming/to-score/": "customers",
             "/data/to-score/": "customers",
         },
+        allowed_sources=("s3://lake-bucket/", "s3://bucket/landing/", "/data/"),
         max_body=4096,
     )
     with TestClient(create_app(gateway)) as test_client:
@@ -184,6 +186,9 @@ def test_scoring_prefixes_make_scoring_events_the_longest_prefix_winning(
         ("foreign-uri", 400, "must be a path, an s3:// or a file:// URI"),
         ("s3-not-s3", 400, "Records.0.eventSource"),
         ("s3-unmappable", 400, "cannot tell the dataset"),
+        ("dot-dot", 400, "must not contain '..' segments"),
+        ("not-allowed", 403, "/etc/landing/ is not under an allowed source prefix"),
+        ("s3-not-allowed", 403, "s3://other-bucket/in/ is not under an allowed source prefix"),
     ],
 )
 def test_bad_requests_are_refused_and_emit_nothing(
@@ -228,6 +233,16 @@ def test_bad_requests_are_refused_and_emit_nothing(
         response = post(client, "generic", {**good, "lake": "/elsewhere"})
     elif case == "foreign-uri":
         response = post(client, "generic", {**good, "source_uri": "http://example.invalid/x"})
+    elif case == "dot-dot":
+        response = post(client, "generic", {**good, "source_uri": "/data/../etc/landing/"})
+    elif case == "not-allowed":
+        response = post(client, "generic", {**good, "source_uri": "/etc/landing/"})
+    elif case == "s3-not-allowed":
+        records = [
+            s3_record("landing/customers/a.csv"),
+            s3_record("in/a.csv", bucket="other-bucket"),
+        ]
+        response = post(client, "s3", {"Records": records})
     elif case == "s3-not-s3":
         response = post(client, "s3", {"Records": [{**s3_record("a/b.csv"), "eventSource": "x"}]})
     else:
@@ -267,10 +282,15 @@ def test_an_oversized_body_without_a_length_is_refused_while_streaming(
     assert response.status_code == 413 and emitted.arrivals == []
 
 
-def test_unknown_source_and_weak_secret(emitted: Recorder) -> None:
+def test_unknown_source_weak_secret_and_no_allowlist(emitted: Recorder) -> None:
     with pytest.raises(ValueError, match="at least 16 characters"):
-        Gateway(secret="short", emit=emitted)
-    with TestClient(create_app(Gateway(secret=SECRET, emit=emitted))) as client:
+        Gateway(secret="short", emit=emitted, allow_any=True)
+    with pytest.raises(ValueError, match="refusing to start without a source allowlist"):
+        Gateway(secret=SECRET, emit=emitted)
+    with pytest.raises(ValueError, match="--allow-source 'landing/'"):
+        parse_allowed(["landing/"])
+    assert parse_allowed(["s3://b/in/", "/data/in/"]) == ("s3://b/in/", "/data/in/")
+    with TestClient(create_app(Gateway(secret=SECRET, emit=emitted, allow_any=True))) as client:
         assert client.post("/hooks/github", content=b"{}").status_code == 404
 
 
