@@ -115,14 +115,8 @@ class Lake:
         the same directory and rename it over the target.
         """
         if self.is_local:
-            directory = os.path.dirname(path)
-            os.makedirs(directory, exist_ok=True)
-            tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+            tmp = _written_beside(path, data)
             try:
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
                 os.replace(tmp, path)
             finally:
                 if os.path.exists(tmp):
@@ -143,14 +137,8 @@ class Lake:
             except FileExistsError:
                 return False
             return True
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+        tmp = _written_beside(path, data)
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
             os.link(tmp, path)
         except FileExistsError:
             return False
@@ -229,3 +217,16 @@ class Lake:
         """Delete a file (or a folder with ``recursive``); absent is fine."""
         with contextlib.suppress(FileNotFoundError):
             self._fs.rm(path, recursive=recursive)
+
+
+def _written_beside(path: str, data: bytes) -> str:
+    """``data`` in a synced temporary file in ``path``'s folder (made if needed), ready to be
+    renamed or linked into place; its path."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return tmp
