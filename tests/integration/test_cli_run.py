@@ -53,7 +53,7 @@ def test_score_without_a_champion_exits_1_naming_the_model(
     assert last.startswith(f"error: model 'customers' has no champion in {tmp_path} yet"), last
 
 
-def test_failed_run_exits_nonzero_with_a_clear_message(
+def test_a_missing_source_exits_2_with_one_line_before_any_flow_run(
     prefect_api: str, demo_spec: str, tmp_path: Path
 ) -> None:
     done = run_cli(
@@ -68,10 +68,12 @@ def test_failed_run_exits_nonzero_with_a_clear_message(
         ],
         prefect_api,
     )
-    assert done.returncode == 1
+    # Caught before Prefect starts: one line, the usage-error code, no flow run.
+    assert done.returncode == 2
     assert done.stdout == ""
-    last = done.stderr.strip().splitlines()[-1]
-    assert last == f"error: {tmp_path / 'missing'}: landing location does not exist"
+    assert done.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'missing'}: landing location does not exist"
+    ]
 
 
 def test_unreachable_cluster_exits_1_naming_the_address(
