@@ -4,7 +4,8 @@ Three automations, each sending through one notification block (``mlops-alerts``
 
 - a run of ``ml-pipeline`` or ``score`` that ends Failed, Crashed or TimedOut;
 - a drift alert (``mlops.model.drift-detected``), at most one message per dataset an hour;
-- a run of either flow that is still Late 15 minutes after it should have started.
+- a run of either flow that is still Late 15 minutes (``--late-after``) after it should
+  have started.
 
 The messages are Jinja templates the server renders with the run (its name starts with the
 dataset, see ``tasks.runtime.naming``), its parameters, its UI link and the event's payload.
@@ -54,8 +55,12 @@ LEFT_LATE = {
 }
 SLACK_HOSTS = ("https://hooks.slack.com/", "https://hooks.slack-gov.com/")
 
+# A run that started is named "<dataset>-<two words>"; one that never started (late, or
+# crashed before its flow ran) still has the server's two-word name, with one hyphen.
 RUN_LINES = (
+    "{% if flow_run.name.count('-') >= 2 %}"
     "dataset:  {{ flow_run.name.rsplit('-', 2)[0] }}\n"
+    "{% endif %}"
     "spec:     {{ flow_run.parameters.spec }}\n"
     "source:   {{ flow_run.parameters.source }}\n"
     "lake:     {{ flow_run.parameters.lake }}\n"
@@ -82,8 +87,9 @@ def notification_block(url: str) -> NotificationBlock:
     )
 
 
-def automations(block_id: UUID) -> list[AutomationCore]:
-    """The three alert automations, sending through the block ``block_id``."""
+def automations(block_id: UUID, *, late_after: timedelta = LATE_AFTER) -> list[AutomationCore]:
+    """The three alert automations, sending through the block ``block_id``; a run counts as
+    stuck once it has been Late for ``late_after``."""
     flows = {"prefect.resource.role": "flow", "prefect.resource.name": ALERTED_FLOWS}
     return [
         AutomationCore(
@@ -138,7 +144,7 @@ def automations(block_id: UUID) -> list[AutomationCore]:
         ),
         AutomationCore(
             name="mlops: run late",
-            description=f"A run of ml-pipeline or score is still late {_minutes(LATE_AFTER)} "
+            description=f"A run of ml-pipeline or score is still late {_minutes(late_after)} "
             "after it should have started (no worker is polling its pool?).",
             trigger=EventTrigger(
                 match={"prefect.resource.id": "prefect.flow-run.*"},
@@ -148,7 +154,7 @@ def automations(block_id: UUID) -> list[AutomationCore]:
                 for_each={"prefect.resource.id"},
                 posture=Posture.Proactive,
                 threshold=1,
-                within=LATE_AFTER,
+                within=late_after,
             ),
             actions=[
                 SendNotification(

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 # Defaults for a local run; any value the user set wins.
@@ -136,6 +137,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="TYPE/NAME",
         help="send alerts through a notification block made in the UI, e.g. slack-webhook/oncall",
     )
+    setup.add_argument(
+        "--late-after",
+        type=_positive_minutes,
+        default=15.0,
+        metavar="MINUTES",
+        help="alert when a run is still Late this long after it was due (default 15)",
+    )
 
     webhook = sub.add_parser("webhook", help="the webhook gateway (signed HTTP -> Prefect events)")
     wsub = webhook.add_subparsers(dest="action", required=True)
@@ -177,6 +185,16 @@ def _parser() -> argparse.ArgumentParser:
         "refuses to start)",
     )
     return parser
+
+
+def _positive_minutes(text: str) -> float:
+    try:
+        minutes = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes") from None
+    if not minutes > 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be more than 0 minutes")
+    return minutes
 
 
 def _positive_days(text: str) -> float:
@@ -350,7 +368,8 @@ def _setup(args: argparse.Namespace) -> int:
 
     if not PREFECT_API_URL.value():
         raise ValueError("set PREFECT_API_URL to the Prefect server to set up")
-    for step in setup(notify=args.notify, notify_block=args.notify_block):
+    late_after = timedelta(minutes=args.late_after)
+    for step in setup(notify=args.notify, notify_block=args.notify_block, late_after=late_after):
         print(step)
     return 0
 

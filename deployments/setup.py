@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from blocks.registry import ModelRegistry
 from blocks.results import LakeResultStorage
 from deployments.alerts import (
     ALERT_BLOCK,
+    LATE_AFTER,
     automations,
     ensure_automations,
     notification_block,
@@ -58,6 +60,7 @@ def setup(
     kubernetes_template: Path = KUBERNETES_TEMPLATE,
     notify: str | None = None,
     notify_block: str | None = None,
+    late_after: timedelta = LATE_AFTER,
 ) -> list[Step]:
     """Register block types, create default blocks, work pools and alerts; report each step.
 
@@ -70,7 +73,7 @@ def setup(
         *default_blocks(),
         local_pool(),
         kubernetes_pool(kubernetes_template),
-        *alerts(notify=notify, notify_block=notify_block),
+        *alerts(notify=notify, notify_block=notify_block, late_after=late_after),
     ]
 
 
@@ -151,7 +154,9 @@ def _ensure_pool(name: str, kind: str, template: dict[str, Any], *, update: bool
 ALERT_BLOCK_TYPES = ("custom-webhook", "slack-webhook", "mlops-apprise-alerts")
 
 
-def alerts(*, notify: str | None, notify_block: str | None) -> list[Step]:
+def alerts(
+    *, notify: str | None, notify_block: str | None, late_after: timedelta = LATE_AFTER
+) -> list[Step]:
     """The notification block and the automations that send through it."""
     steps: list[Step] = []
     if notify:
@@ -174,7 +179,7 @@ def alerts(*, notify: str | None, notify_block: str | None) -> list[Step]:
     block_id = block._block_document_id
     if block_id is None:
         raise ValueError("the notification block has no id on the server")
-    for outcome in ensure_automations(automations(block_id)):
+    for outcome in ensure_automations(automations(block_id, late_after=late_after)):
         steps.append(Step(f"automation '{outcome.name}'", outcome.outcome))
     return steps
 

@@ -14,6 +14,7 @@ import yaml
 
 from tests.support.prefect_server import (
     BIN,
+    LATE_AFTER_MINUTES,
     SECRET,
     Receiver,
     Server,
@@ -48,6 +49,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         # The UI calls the API at this address (Prefect's default is port 4200).
         "PREFECT_UI_API_URL": api,
         "DASK_LOGGING__DISTRIBUTED": "warning",
+        # A run nobody picks up is marked Late after 3 s (Prefect's default is 15 s).
+        "PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS": "3",
+        "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "1",
     }
     logs = root / "logs"
     logs.mkdir()
@@ -92,7 +96,9 @@ def alerts() -> Iterator[Receiver]:
 def deployed(server: Server, alerts: Receiver) -> Iterator[Server]:
     """``mlops setup --notify``, ``prefect deploy --all`` and a process worker on
     ``local-process``."""
-    first = server.run(str(BIN / "mlops"), "setup", "--notify", alerts.url)
+    first = server.run(
+        str(BIN / "mlops"), "setup", "--notify", alerts.url, "--late-after", LATE_AFTER_MINUTES
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     deploy = server.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
     assert deploy.returncode == 0, (deploy.stdout + deploy.stderr)[-3000:]

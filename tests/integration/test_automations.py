@@ -201,6 +201,29 @@ def test_a_failed_pipeline_run_sends_one_alert_naming_the_dataset_and_the_run(
     print("failure notification:", json.dumps(message, indent=2))
 
 
+def test_a_run_no_worker_picks_up_sends_one_late_alert(deployed: Server, alerts: Receiver) -> None:
+    # No worker polls the kubernetes pool here: the run stays Late.
+    before = run_ids(deployed, "ml-pipeline/kubernetes")
+    started = deployed.run(str(BIN / "prefect"), "deployment", "run", "ml-pipeline/kubernetes")
+    assert started.returncode == 0, started.stderr[-2000:]
+    [run] = new_runs(deployed, "ml-pipeline/kubernetes", before)
+    try:
+        [message] = alerts.wait_for(lambda m: run["name"] in m.get("subject", ""), timeout=180)
+    finally:
+        httpx.post(
+            f"{deployed.api}/flow_runs/{run['id']}/set_state",
+            json={"state": {"type": "CANCELLED"}, "force": True},
+            timeout=30,
+        ).raise_for_status()
+    assert message["subject"] == f"mlops: ml-pipeline run {run['name']} is late"
+    body = message["body"]
+    assert "is a worker polling work pool kubernetes?" in body
+    assert f"/runs/flow-run/{run['id']}" in body and "spec:     datasets/demo.yaml" in body
+    # Its flow never ran, so its name is the server's and names no dataset.
+    assert "dataset:" not in body
+    print("late notification:", json.dumps(message, indent=2))
+
+
 def drift_events(server: Server, source: str) -> list[dict[str, Any]]:
     """The drift events of the scoring run of ``source`` (events land asynchronously)."""
     deadline = time.monotonic() + 30

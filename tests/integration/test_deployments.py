@@ -21,7 +21,14 @@ import pytest
 
 from deployments.webhook import EVENT, PURPOSE_LABEL
 from tasks.score.publish import DRIFT_EVENT
-from tests.support.prefect_server import BIN, SECRET, Receiver, Server, signed_post
+from tests.support.prefect_server import (
+    BIN,
+    LATE_AFTER_MINUTES,
+    SECRET,
+    Receiver,
+    Server,
+    signed_post,
+)
 from tests.support.ui import CHROMIUM, CHROMIUM_ARGS, start_custom_run
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
@@ -30,7 +37,9 @@ pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 def test_setup_is_idempotent_and_deploy_creates_pools_schedules_and_triggers(
     deployed: Server, alerts: Receiver
 ) -> None:
-    again = deployed.run(str(BIN / "mlops"), "setup", "--notify", alerts.url)
+    again = deployed.run(
+        str(BIN / "mlops"), "setup", "--notify", alerts.url, "--late-after", LATE_AFTER_MINUTES
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert "exists     work pool 'local-process' (process)" in again.stdout
     assert "exists     work pool 'kubernetes' (kubernetes)" in again.stdout

@@ -24,6 +24,8 @@ from tests.support.paths import REPO
 BIN = Path(sys.executable).parent
 SECRET = "integration-secret-0123456789"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+# `mlops setup --late-after`: short, so the late-run alert fires within the test.
+LATE_AFTER_MINUTES = "0.2"
 
 
 @dataclass(frozen=True)

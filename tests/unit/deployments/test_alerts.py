@@ -61,6 +61,9 @@ def test_the_automations_are_valid_for_the_server() -> None:
     assert drift.trigger.within == timedelta(hours=1)
     assert drift.trigger.for_each == {"prefect.resource.id"}
     assert late.trigger.after == {"prefect.flow-run.Late"}
+    assert late.trigger.within == timedelta(minutes=15)
+    sooner = automations(block, late_after=timedelta(seconds=12))[2]
+    assert sooner.trigger.within == timedelta(seconds=12) and "0.2 minutes" in sooner.description
     assert "prefect.flow-run.Late" not in late.trigger.expect
     for automation in (failed, drift, late):
         [action] = automation.actions
