@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--cache-expiration-days",
-        type=_positive_days,
+        type=_positive("days"),
         metavar="DAYS",
         help="cached results this run writes expire after DAYS (default: never)",
     )
@@ -139,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     setup.add_argument(
         "--late-after",
-        type=_positive_minutes,
+        type=_positive("minutes"),
         default=15.0,
         metavar="MINUTES",
         help="alert when a run is still Late this long after it was due (default 15)",
@@ -187,24 +187,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_minutes(text: str) -> float:
-    try:
-        minutes = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes") from None
-    if not minutes > 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be more than 0 minutes")
-    return minutes
+def _positive(unit: str) -> Callable[[str], float]:
+    """An argparse type: a number of ``unit`` above 0."""
 
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text}: must be more than 0 {unit}")
+        return value
 
-def _positive_days(text: str) -> float:
-    try:
-        days = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
-    if not days > 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be more than 0 days")
-    return days
+    return parse
 
 
 def _preflight(*, spec: str, lake: str, source: str) -> int:

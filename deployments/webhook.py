@@ -150,23 +150,21 @@ class Routes:
         return name, cast(Purpose, purpose)
 
 
-def arrivals_from_generic(body: Any, routes: Routes | None = None) -> list[Arrival]:
+def arrivals_from_generic(body: Any, routes: Routes) -> list[Arrival]:
     note = GenericNotification.model_validate(body)
-    route = (routes or Routes()).match(note.source_uri)
+    route = routes.match(note.source_uri)
     routed: Purpose = route[1] if route and route[0] == note.dataset else "training"
     purpose = note.purpose or routed
     return [Arrival(note.dataset, note.source_uri, (note.source_uri,), purpose)]
 
 
-def arrivals_from_s3(body: Any, routes: Routes | dict[str, str]) -> list[Arrival]:
+def arrivals_from_s3(body: Any, routes: Routes) -> list[Arrival]:
     """One arrival per landing folder; the dataset and purpose from ``routes``, else the
     folder's name for training.
 
     Without a matching prefix, the convention ``.../<dataset>/<file>`` applies. Records other
     than ObjectCreated (deletes, the test event S3 sends on setup) are ignored.
     """
-    if isinstance(routes, dict):
-        routes = Routes(training=routes)
     note = S3Notification.model_validate(body)
     folders: OrderedDict[tuple[str, Purpose, str], list[str]] = OrderedDict()
     for record in note.Records:

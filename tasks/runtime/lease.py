@@ -86,6 +86,8 @@ class Lease:
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)
     generation: int = 0
     lost: bool = False
+    # When this run took the lease: kept through renewals (only the expiry moves on).
+    acquired_at: float = field(default_factory=time.time)
 
     @property
     def folder(self) -> str:
@@ -105,15 +107,14 @@ class Lease:
             return None  # released and cleaned up meanwhile, or being written
 
     def _record(self, *, released: bool = False) -> bytes:
-        now = time.time()
         return (
             LeaseRecord(
                 owner=self.owner,
                 host=socket.gethostname(),
                 pid=os.getpid(),
                 what=self.what,
-                acquired_at=now,
-                expires_at=now + self.seconds,
+                acquired_at=self.acquired_at,
+                expires_at=time.time() + self.seconds,
                 released=released,
             )
             .model_dump_json()
@@ -128,6 +129,7 @@ class Lease:
             current = self._read(top)
             if current is not None and current.live(time.time()):
                 return current if current.owner != self.owner else None
+        self.acquired_at = time.time()
         if not self.lake.create(self._path(top + 1), self._record()):
             mine = self._read(top + 1)
             if mine is not None and mine.owner == self.owner:  # our own retried write

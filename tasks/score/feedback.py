@@ -63,8 +63,9 @@ def add_to_training(
 
 
 def copy_file(source: str, target: str) -> str:
-    """Stream ``source`` to ``target`` (any two stores); the landing listing never sees a
-    partial file, as it is written under a ``_``-prefixed name and then moved."""
+    """Copy ``source`` to ``target`` (within one store by its own copy, across two stores
+    streamed); the landing listing never sees a partial file, as it is written under a
+    ``_``-prefixed name and then moved."""
     out_fs, out_path = url_to_fs(target)
     in_fs, in_path = url_to_fs(source)
     if out_fs.exists(out_path) and out_fs.size(out_path) == in_fs.size(in_path):
@@ -72,7 +73,11 @@ def copy_file(source: str, target: str) -> str:
     folder, name = posixpath.split(out_path)
     partial = posixpath.join(folder, f"_{name}.part")
     out_fs.makedirs(folder, exist_ok=True)
-    with in_fs.open(in_path, "rb") as reader, out_fs.open(partial, "wb") as writer:
-        shutil.copyfileobj(reader, writer, COPY_CHUNK)
+    if type(in_fs) is type(out_fs):
+        # One store: its own copy (server-side on S3; the bytes never pass through here).
+        in_fs.copy(in_path, partial)
+    else:
+        with in_fs.open(in_path, "rb") as reader, out_fs.open(partial, "wb") as writer:
+            shutil.copyfileobj(reader, writer, COPY_CHUNK)
     out_fs.mv(partial, out_path)
     return out_fs.unstrip_protocol(out_path)

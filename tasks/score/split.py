@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,7 @@ from tasks.lake import Lake
 from tasks.records import (
     DataProfile,
     LandingFile,
+    PartitionValidation,
     QuarantineRecord,
     ScoredSplit,
     ScoringModel,
@@ -154,15 +155,7 @@ class SplitScorer:
             return {}
         label = batch.pieces[0][0].uri
         # Pass or fail first (the usual case, and cheaper); the reasons only on failure.
-        passed = validate_frame(
-            frame,
-            self.expectations,
-            suite_key=self.suite_key,
-            partition_id="",
-            source_uri=label,
-            result_format="BOOLEAN_ONLY",
-        )
-        if passed.success:
+        if self._check(frame, label, result_format="BOOLEAN_ONLY").success:
             return {}
         failures: dict[str, str] = {}
         pieces = batch.pieces if len(batch.pieces) > 1 else []
@@ -170,27 +163,31 @@ class SplitScorer:
         for file, _, table, _ in pieces:
             rows = frame.iloc[start : start + table.num_rows].reset_index(drop=True)
             start += table.num_rows
-            result = validate_frame(
-                rows,
-                self.expectations,
-                suite_key=self.suite_key,
-                partition_id="",
-                source_uri=file.uri,
-            )
+            result = self._check(rows, file.uri)
             if not result.success:
                 failures[file.uri] = _reason(file.uri, result.expectations)
         # Every file passing on its own (ids repeated across files, say) leaves none at
         # fault: each row's prediction is still right, so all are scored.
         if not pieces:
-            whole = validate_frame(
-                frame,
-                self.expectations,
-                suite_key=self.suite_key,
-                partition_id="",
-                source_uri=label,
-            )
-            failures[label] = _reason(label, whole.expectations)
+            failures[label] = _reason(label, self._check(frame, label).expectations)
         return failures
+
+    def _check(
+        self,
+        rows: pd.DataFrame,
+        uri: str,
+        *,
+        result_format: Literal["BOOLEAN_ONLY", "SUMMARY"] = "SUMMARY",
+    ) -> PartitionValidation:
+        """The scoring expectations on ``rows`` of ``uri`` (GX on this worker)."""
+        return validate_frame(
+            rows,
+            self.expectations,
+            suite_key=self.suite_key,
+            partition_id="",
+            source_uri=uri,
+            result_format=result_format,
+        )
 
     # Scoring --------------------------------------------------------------------------
     def score(self, batch: Batch) -> dict[str, str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tasks.demo_data import write_demo_data
 from tests.support.prefect_server import (
     BIN,
     LATE_AFTER_MINUTES,
@@ -113,8 +114,6 @@ def deployed(server: Server, alerts: Receiver) -> Iterator[Server]:
 
 @pytest.fixture(scope="session")
 def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tasks.demo_data import write_demo_data
-
     out = tmp_path_factory.mktemp("deploy-landing")
     write_demo_data(str(out), rows=3000, files=3, seed=5)
     return out

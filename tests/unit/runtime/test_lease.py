@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,10 @@ def test_an_expired_lease_is_taken_and_its_old_holder_knows(tmp_path: Path) -> N
     assert first.try_acquire() is None
     holder = second.try_acquire()
     assert isinstance(holder, LeaseRecord) and holder.what == "first"
-    first.renew()  # renewal moves the expiry on
+    taken = LeaseRecord.model_validate_json(next(lake_files(tmp_path)).read_text())
+    first.renew()  # renewal moves the expiry on, not when it was taken
+    renewed = LeaseRecord.model_validate_json(next(lake_files(tmp_path)).read_text())
+    assert renewed.acquired_at == taken.acquired_at and renewed.expires_at > taken.expires_at
     time.sleep(3.2)
     assert second.try_acquire() is None and second.generation == 2
     with pytest.raises(LeaseLost, match="taken by another run"):
@@ -61,6 +65,10 @@ def test_an_expired_lease_is_taken_and_its_old_holder_knows(tmp_path: Path) -> N
     assert [p.name for p in (tmp_path / "runs/leases/train/m/v1").iterdir()] == [
         "000000000002.json"
     ]
+
+
+def lake_files(root: Path) -> Iterator[Path]:
+    return (root / "runs/leases/train/m/v1").glob("*.json")
 
 
 def test_a_waiter_proceeds_when_the_holder_releases_and_renewal_keeps_it_held(

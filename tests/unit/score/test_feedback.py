@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import fsspec
 import pytest
 
 from tasks.ingest.landing import list_landing
@@ -109,3 +110,9 @@ def test_files_are_listed_once_in_order_and_a_copy_is_whole(tmp_path: Path) -> N
     assert copy_file(str(source), str(target)) == target.as_uri()
     assert target.read_bytes() == source.read_bytes()
     assert [p.name for p in target.parent.iterdir()] == ["big.csv"]  # no _big.csv.part left
+    # Across two stores the bytes are streamed.
+    with fsspec.open("memory://scoring/small.csv", "wb") as fh:
+        fh.write(b"x,y\n1,1\n")
+    other = tmp_path / "out" / "small.csv"
+    assert copy_file("memory://scoring/small.csv", str(other)) == other.as_uri()
+    assert other.read_bytes() == b"x,y\n1,1\n"
