@@ -43,6 +43,8 @@ class PartitionRef(BaseModel):
     rows: int
     bytes: int
     segments: list[Segment]
+    # SHA-256 of the Parquet file (None: written before lake operations, by 0.1 or 0.2).
+    sha256: str | None = None
     # The split (one ingest task's landing files) that wrote it.
     split_id: str = ""
     # Distinct values of category columns and of a classification target, so training
@@ -355,6 +357,9 @@ class ModelMetadata(BaseModel):
     warm_start: WarmStart | None = None
     # Each feature's average gain (XGBoost's importance), for cards and reports.
     importance: dict[str, float] = Field(default_factory=dict)
+    # Of model.ubj, set when registered (None: registered before lake operations).
+    model_sha256: str | None = None
+    model_bytes: int | None = None
 
 
 class PromotionDecision(BaseModel):
@@ -629,6 +634,68 @@ class PipelineResult(BaseModel):
 
     def model_name_version(self) -> str:
         return f"{self.dataset}@{self.model_version}"
+
+
+class KindTotal(BaseModel):
+    objects: int = 0
+    bytes: int = 0
+
+
+class GcReport(BaseModel):
+    """What one garbage collection found (a dry run) or deleted (``applied``)."""
+
+    lake: str
+    dataset: str | None = None
+    applied: bool
+    policy: dict[str, Any]
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    objects: int
+    bytes: int
+    # The garbage by kind (in the order it is deleted), and every path of it.
+    garbage: dict[str, KindTotal]
+    paths: list[str]
+    # Why what is kept is kept: per model or dataset, its roots.
+    roots: dict[str, list[str]] = Field(default_factory=dict)
+    record_uri: str = ""
+
+    @property
+    def garbage_objects(self) -> int:
+        return sum(t.objects for t in self.garbage.values())
+
+    @property
+    def garbage_bytes(self) -> int:
+        return sum(t.bytes for t in self.garbage.values())
+
+
+class LakeProblem(BaseModel):
+    """One thing wrong in a lake: the file, and what is wrong with it."""
+
+    uri: str
+    problem: str
+
+
+class VerifyReport(BaseModel):
+    lake: str
+    deep: bool
+    checked: dict[str, int]
+    problems: list[LakeProblem]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class BackupReport(BaseModel):
+    source: str
+    target: str
+    objects: int
+    copied: int
+    copied_bytes: int
+    skipped: int
+    # The target's check after the copy.
+    verified: VerifyReport
+    seconds: float
 
 
 PartitionValidation.model_rebuild()

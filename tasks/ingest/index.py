@@ -20,12 +20,11 @@ from pydantic import ValidationError
 from tasks.errors import LakeError
 from tasks.ingest.landing import source_format
 from tasks.ingest.plan import plan_ingest, split_id
-from tasks.ingest.read import HASH_CHUNK_BYTES
 from tasks.ingest.versions import load_version
 from tasks.lake import Lake
 from tasks.records import IngestPlan, LandingFile, LandingIndex, SplitOutcome
 from tasks.spec import DatasetSpec
-from tasks.storage import open_file
+from tasks.storage import file_sha256, open_file
 
 logger = logging.getLogger(__name__)
 # Files hashed (adopting a 0.1 lake) or footers read at once: I/O-bound.
@@ -64,14 +63,6 @@ def write_index(
     )
     lake.write_json(index_path(lake, spec.name, source), index)
     return index
-
-
-def file_sha256(uri: str) -> str:
-    sha = hashlib.sha256()
-    with open_file(uri, "rb") as fh:
-        while chunk := fh.read(HASH_CHUNK_BYTES):
-            sha.update(chunk)
-    return sha.hexdigest()
 
 
 def adopt_release_0_1(

@@ -34,6 +34,7 @@ from tasks.ingest.read import (
 from tasks.lake import Lake
 from tasks.records import LandingFile, PartitionRef, QuarantineRecord, Segment, Split, SplitOutcome
 from tasks.spec import DatasetSpec
+from tasks.storage import HashingWriter, file_sha256
 
 PARTITION_METADATA_KEY = b"mlops.partition"
 # Small files fetched at once (I/O-bound: more threads than cores).
@@ -94,6 +95,8 @@ class Written:
     pieces: list[tuple[LandingFile, FileReader, int, int, dict[str, list[str]]]]
     rows: int
     bytes: int
+    # Of the Parquet file as written: ``mlops lake verify --deep`` checks it.
+    sha256: str
     distinct: dict[str, list[str]]
     dropped: list[str]
 
@@ -198,8 +201,9 @@ class PartitionWriter:
             {PARTITION_METADATA_KEY: json.dumps(described).encode()}
         )
         with self.lake.open_temporary(path) as fh:
+            sink = HashingWriter(fh)
             pq.write_table(
-                table, fh, compression="zstd", use_dictionary=dictionary_columns(self.spec)
+                table, sink, compression="zstd", use_dictionary=dictionary_columns(self.spec)
             )
         written = Written(
             temporary=path,
@@ -214,7 +218,8 @@ class PartitionWriter:
                 for p in pieces
             ],
             rows=table.num_rows,
-            bytes=int(self.lake.fs.size(path)),
+            bytes=sink.bytes,
+            sha256=sink.sha256,
             distinct=self._distinct(table),
             dropped=sorted({c for p in pieces for c in p.reader.dropped}),
         )
@@ -250,14 +255,19 @@ class PartitionWriter:
             whole = len(written.pieces) == 1 and written.pieces[0][1].rows == written.rows
             pid = partition_id(segments, schema, whole_file=whole)
             target = self.lake.partition(self.spec.name, pid)
+            size, sha = written.bytes, written.sha256
             if self.lake.commit(written.temporary, target, replace=rewrite):
                 new.append(pid)
+            else:
+                # The same rows written before, maybe by another pyarrow: that file is the one.
+                size, sha = int(self.lake.fs.size(target)), file_sha256(self.lake.url_of(target))
             refs.append(
                 PartitionRef(
                     partition_id=pid,
                     uri=self.lake.url_of(target),
                     rows=written.rows,
-                    bytes=written.bytes,
+                    bytes=size,
+                    sha256=sha,
                     segments=segments,
                     split_id=self.split.split_id,
                     distinct=written.distinct,

@@ -28,7 +28,7 @@ from tasks.ingest.cast import NULL_VALUES, cast_to_schema, csv_nulls
 from tasks.ingest.landing import source_format
 from tasks.records import LandingFile
 from tasks.spec import DatasetSpec
-from tasks.storage import url_to_fs
+from tasks.storage import HASH_CHUNK_BYTES, url_to_fs
 
 T = TypeVar("T")
 # Files up to this size are read in one request and parsed from memory; larger ones are
@@ -38,7 +38,6 @@ WHOLE_FILE_BYTES = 8 * 2**20
 # rows per batch when streaming a Parquet row group (fewer when rows are wide).
 CSV_BLOCK_BYTES = 2**20
 PARQUET_BATCH_ROWS = 128 * 1024
-HASH_CHUNK_BYTES = 8 * 2**20
 PARQUET_BUFFER_BYTES = 8 * 2**20
 # Small files fetched ahead of the one being parsed: at most this many, of these bytes.
 PREFETCH_FILES = 64

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import shutil
 
 from tasks.records import ScoredSplit, ScoringResult
 from tasks.spec import DatasetSpec, stable_hash
-from tasks.storage import url_to_fs
+from tasks.storage import copy_between, url_to_fs
 
 logger = logging.getLogger(__name__)
 
 SCORED_FOLDER = "scored"
-COPY_CHUNK = 1 << 20
 
 
 def labeled_files(scored: list[ScoredSplit]) -> list[str]:
@@ -71,13 +69,5 @@ def copy_file(source: str, target: str) -> str:
     if out_fs.exists(out_path) and out_fs.size(out_path) == in_fs.size(in_path):
         return out_fs.unstrip_protocol(out_path)  # copied by an earlier try of this run
     folder, name = posixpath.split(out_path)
-    partial = posixpath.join(folder, f"_{name}.part")
-    out_fs.makedirs(folder, exist_ok=True)
-    if type(in_fs) is type(out_fs):
-        # One store: its own copy (server-side on S3; the bytes never pass through here).
-        in_fs.copy(in_path, partial)
-    else:
-        with in_fs.open(in_path, "rb") as reader, out_fs.open(partial, "wb") as writer:
-            shutil.copyfileobj(reader, writer, COPY_CHUNK)
-    out_fs.mv(partial, out_path)
+    copy_between(in_fs, in_path, out_fs, out_path, partial=posixpath.join(folder, f"_{name}.part"))
     return out_fs.unstrip_protocol(out_path)
