@@ -12,6 +12,8 @@ Layout under ``<lake>/models/<name>/``::
 
 from __future__ import annotations
 
+import hashlib
+import posixpath
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from prefect.blocks.core import Block
@@ -50,7 +52,25 @@ class ModelRegistry(Block):
         path = self._path(name, "versions", version, "metadata.json")
         if not self._lake.exists(path):
             raise RegistryError(f"model '{name}' has no version '{version}' in {self.lake}")
-        return ModelMetadata.model_validate(self._lake.read_json(path))
+        return self._in_this_lake(ModelMetadata.model_validate(self._lake.read_json(path)))
+
+    def _in_this_lake(self, metadata: ModelMetadata) -> ModelMetadata:
+        """The metadata with its partitions as files of this lake: a lake restored from a
+        backup, or read at another URI, holds metadata naming where it was written."""
+        lake = self._lake
+
+        def here(uri: str) -> str:
+            partition = posixpath.basename(uri).removesuffix(".parquet")
+            return lake.url_of(lake.partition(metadata.dataset, partition))
+
+        if all(here(u) == u for u in metadata.partitions):
+            return metadata
+        return metadata.model_copy(
+            update={
+                "partitions": [here(u) for u in metadata.partitions],
+                "excluded_rows": {here(u): r for u, r in metadata.excluded_rows.items()},
+            }
+        )
 
     def model_uri(self, name: str, version: str) -> str:
         return self._lake.url_of(self._path(name, "versions", version, "model.ubj"))
@@ -79,6 +99,9 @@ class ModelRegistry(Block):
             raise VersionExists(
                 f"model '{name}' version '{version}' already exists; versions are immutable"
             )
+        metadata = metadata.model_copy(
+            update={"model_sha256": hashlib.sha256(model).hexdigest(), "model_bytes": len(model)}
+        )
         self._lake.write_bytes(self._path(name, "versions", version, "model.ubj"), model)
         if profile is not None:
             self._lake.write_json(self._path(name, "versions", version, "profile.json"), profile)

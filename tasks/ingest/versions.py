@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from tasks.errors import LakeError
 from tasks.lake import Lake
-from tasks.records import DatasetVersion, IngestResult, SplitOutcome
+from tasks.records import DatasetVersion, IngestResult, PartitionRef, SplitOutcome
 from tasks.spec import DatasetSpec, stable_hash
 
 
@@ -26,7 +26,7 @@ def write_version(
     )
     quarantined = sorted((q for o in outcomes for q in o.quarantined), key=lambda q: q.source_uri)
     # The same rows (a file alone in two splits, say) are one partition, listed once.
-    unique = list({p.partition_id: p for p in partitions}.values())
+    unique = in_lake(lake, spec.name, list({p.partition_id: p for p in partitions}.values()))
     version_id = stable_hash(
         {
             "schema": spec.schema_hash(),
@@ -62,6 +62,17 @@ def write_version(
     )
 
 
+def in_lake(lake: Lake, dataset: str, partitions: list[PartitionRef]) -> list[PartitionRef]:
+    """The partitions as files of ``lake``: a lake restored from a backup, or read at another
+    URI, holds manifests and cached results naming the location they were written in."""
+    return [
+        p
+        if p.uri == (uri := lake.url_of(lake.partition(dataset, p.partition_id)))
+        else p.model_copy(update={"uri": uri})
+        for p in partitions
+    ]
+
+
 def load_version(
     lake: Lake, dataset: str, version: str | None = None, *, schema_hash: str | None = None
 ) -> DatasetVersion:
@@ -81,6 +92,7 @@ def load_version(
     if not lake.exists(path):
         raise LakeError(f"{lake.url_of(path)}: no such dataset version")
     found = DatasetVersion.model_validate(lake.read_json(path))
+    found = found.model_copy(update={"partitions": in_lake(lake, dataset, found.partitions)})
     if schema_hash is not None and found.schema_hash != schema_hash:
         raise LakeError(
             f"dataset '{dataset}' version {found.version} was ingested with other columns or "
