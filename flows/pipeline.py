@@ -12,6 +12,7 @@ from tasks.ingest.tasks import list_landing_task
 from tasks.pipeline import StageClock, pipeline_result, record_run_metrics_task
 from tasks.records import PipelineResult
 from tasks.runtime.caching import CacheOptions
+from tasks.runtime.lease import flow_uses_lake
 from tasks.runtime.naming import dataset_run_name
 from tasks.runtime.runner import resolve_cluster_task, stage_task_runner
 from tasks.spec import load_spec_task
@@ -45,51 +46,52 @@ def ml_pipeline(
     # A bad spec, cluster config, landing location or expectation fails here, before any
     # data is touched; the expectation check goes last, as it records in the lake that it passed.
     dataset = load_spec_task(spec)
-    config = resolve_cluster_task(cluster)
-    landing = list_landing_task(source)
-    check_expectations_task(dataset, lake=lake)
+    with flow_uses_lake(lake):
+        config = resolve_cluster_task(cluster)
+        landing = list_landing_task(source)
+        check_expectations_task(dataset, lake=lake)
 
-    clock = StageClock()
-    with clock("ingest"):
-        ingested = ingest_flow.with_options(
-            task_runner=stage_task_runner(
-                "ingest",
-                cluster=config,
-                partitions=len(landing),
-                total_bytes=sum(f.bytes for f in landing),
-            )
-        )(spec=spec, source=source, lake=lake, cluster=cluster, cache=cache)
-    version = ingested.version
-    with clock("validate"):
-        report = validate_flow.with_options(
-            task_runner=stage_task_runner(
-                "validate",
-                cluster=config,
-                partitions=len(version.partitions),
-                total_bytes=version.bytes,
-            )
-        )(spec=spec, lake=lake, dataset_version=version.version, cluster=cluster, cache=cache)
-    # Training and promotion both work on the accepted partitions only.
-    accepted = {
-        "partitions": len(report.accepted),
-        "total_bytes": version.bytes_of(report.accepted),
-    }
-    with clock("train"):
-        candidate = train_flow.with_options(
-            task_runner=stage_task_runner("train", cluster=config, **accepted)
-        )(spec=spec, lake=lake, dataset_version=version.version, cluster=cluster)
-    with clock("promote"):
-        decision = promote_flow.with_options(
-            task_runner=stage_task_runner("promote", cluster=config, **accepted)
-        )(spec=spec, lake=lake, model_version=candidate.version, cluster=cluster)
+        clock = StageClock()
+        with clock("ingest"):
+            ingested = ingest_flow.with_options(
+                task_runner=stage_task_runner(
+                    "ingest",
+                    cluster=config,
+                    partitions=len(landing),
+                    total_bytes=sum(f.bytes for f in landing),
+                )
+            )(spec=spec, source=source, lake=lake, cluster=cluster, cache=cache)
+        version = ingested.version
+        with clock("validate"):
+            report = validate_flow.with_options(
+                task_runner=stage_task_runner(
+                    "validate",
+                    cluster=config,
+                    partitions=len(version.partitions),
+                    total_bytes=version.bytes,
+                )
+            )(spec=spec, lake=lake, dataset_version=version.version, cluster=cluster, cache=cache)
+        # Training and promotion both work on the accepted partitions only.
+        accepted = {
+            "partitions": len(report.accepted),
+            "total_bytes": version.bytes_of(report.accepted),
+        }
+        with clock("train"):
+            candidate = train_flow.with_options(
+                task_runner=stage_task_runner("train", cluster=config, **accepted)
+            )(spec=spec, lake=lake, dataset_version=version.version, cluster=cluster)
+        with clock("promote"):
+            decision = promote_flow.with_options(
+                task_runner=stage_task_runner("promote", cluster=config, **accepted)
+            )(spec=spec, lake=lake, model_version=candidate.version, cluster=cluster)
 
-    result = pipeline_result(
-        lake=lake,
-        ingested=ingested,
-        report=report,
-        candidate=candidate,
-        decision=decision,
-        stage_seconds=clock.seconds,
-    )
-    record_run_metrics_task(result)
-    return result
+        result = pipeline_result(
+            lake=lake,
+            ingested=ingested,
+            report=report,
+            candidate=candidate,
+            decision=decision,
+            stage_seconds=clock.seconds,
+        )
+        record_run_metrics_task(result)
+        return result

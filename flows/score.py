@@ -10,6 +10,7 @@ from tasks.ingest.tasks import list_landing_task
 from tasks.lake import Lake
 from tasks.records import ScoringResult
 from tasks.runtime.caching import CacheOptions, map_cached
+from tasks.runtime.lease import flow_uses_lake
 from tasks.runtime.naming import dataset_run_name
 from tasks.runtime.progress import StageProgress, run_logger
 from tasks.runtime.runner import stage_task_runner
@@ -55,75 +56,77 @@ def score_flow(
             (by default its predictions stand).
     """
     dataset = load_spec_task(spec)
-    # No champion, an unknown version or a model of other columns fails before any data.
-    chosen = resolve_model_task(lake=lake, spec=dataset, model=model)
-    files = list_landing_task(source)
-    splits = plan_scoring_task(spec=dataset, files=files)
-    champion = chosen.version if chosen.champion else None
-    if not rescore:
-        chosen = earlier_model_task(
-            lake=lake, spec=dataset, source=source, splits=splits, chosen=chosen
+    with flow_uses_lake(lake):
+        # No champion, an unknown version or a model of other columns fails before any data.
+        chosen = resolve_model_task(lake=lake, spec=dataset, model=model)
+        files = list_landing_task(source)
+        splits = plan_scoring_task(spec=dataset, files=files)
+        champion = chosen.version if chosen.champion else None
+        if not rescore:
+            chosen = earlier_model_task(
+                lake=lake, spec=dataset, source=source, splits=splits, chosen=chosen
+            )
+        logger = run_logger(
+            "score", dataset=dataset.name, model=dataset.name, model_version=chosen.version
         )
-    logger = run_logger(
-        "score", dataset=dataset.name, model=dataset.name, model_version=chosen.version
-    )
-    scored = map_cached(
-        score_split_task,
-        SCORE_CACHE,
-        lake=lake,
-        options=cache,
-        mapped="split",
-        items=splits,
-        shared={"spec": dataset, "lake": lake, "model": chosen},
-        progress=StageProgress(
-            stage="score", dataset=dataset.name, total=len(splits), unit="splits"
-        ),
-    )
-    if not any(s.rows for s in scored.results):
-        reasons = "\n  ".join(q.reason for s in scored.results for q in s.quarantined)
-        raise SourceError(
-            f"none of the {len(files)} file(s) under {source} could be scored:\n  {reasons}"
+        scored = map_cached(
+            score_split_task,
+            SCORE_CACHE,
+            lake=lake,
+            options=cache,
+            mapped="split",
+            items=splits,
+            shared={"spec": dataset, "lake": lake, "model": chosen},
+            progress=StageProgress(
+                stage="score", dataset=dataset.name, total=len(splits), unit="splits"
+            ),
         )
-    drift = drift_task(model=chosen, spec=dataset, scored=scored.results)
-    manifest = write_manifest_task(
-        lake=lake, spec=dataset, source=source, model=chosen, scored=scored.results, drift=drift
-    )
-    result = scoring_result(
-        lake=Lake(lake),
-        model=chosen,
-        manifest=manifest,
-        scored=scored.results,
-        from_cache=scored.from_cache,
-        spec=spec,
-        champion=champion,
-    )
-    # Before the drift event: the retraining it starts must find the files already there.
-    result = add_to_training_task(spec=dataset, result=result, scored=scored.results)
-    if result.added_to_training:
+        if not any(s.rows for s in scored.results):
+            reasons = "\n  ".join(q.reason for s in scored.results for q in s.quarantined)
+            raise SourceError(
+                f"none of the {len(files)} file(s) under {source} could be scored:\n  {reasons}"
+            )
+        drift = drift_task(model=chosen, spec=dataset, scored=scored.results)
+        manifest = write_manifest_task(
+            lake=lake, spec=dataset, source=source, model=chosen, scored=scored.results, drift=drift
+        )
+        result = scoring_result(
+            lake=Lake(lake),
+            model=chosen,
+            manifest=manifest,
+            scored=scored.results,
+            from_cache=scored.from_cache,
+            spec=spec,
+            champion=champion,
+        )
+        # Before the drift event: the retraining it starts must find the files already there.
+        result = add_to_training_task(spec=dataset, result=result, scored=scored.results)
+        if result.added_to_training:
+            logger.info(
+                "Added %d labeled file(s) to %s",
+                len(result.added_to_training),
+                result.training_source,
+            )
+        for reason in result.quarantined:
+            logger.warning("Quarantined %s", reason)
         logger.info(
-            "Added %d labeled file(s) to %s",
-            len(result.added_to_training),
-            result.training_source,
+            "Scored %d rows of %d file(s) (%d new, %d cached, %d quarantined) with %s@%s; "
+            "drift: %s%s",
+            result.rows_scored,
+            result.files_total,
+            result.files_new,
+            result.files_cached,
+            result.files_quarantined,
+            dataset.name,
+            chosen.version,
+            drift.status,
+            f" ({', '.join(drift.drifted)})" if drift.drifted else "",
         )
-    for reason in result.quarantined:
-        logger.warning("Quarantined %s", reason)
-    logger.info(
-        "Scored %d rows of %d file(s) (%d new, %d cached, %d quarantined) with %s@%s; drift: %s%s",
-        result.rows_scored,
-        result.files_total,
-        result.files_new,
-        result.files_cached,
-        result.files_quarantined,
-        dataset.name,
-        chosen.version,
-        drift.status,
-        f" ({', '.join(drift.drifted)})" if drift.drifted else "",
-    )
-    event = publish_scoring_task(result=result, model=chosen)
-    if event is not None:
-        logger.warning(
-            "Drift alert: emitted %s for %s",
-            "mlops.model.drift-detected",
-            ", ".join(drift.drifted) or "the predictions",
-        )
-    return result
+        event = publish_scoring_task(result=result, model=chosen)
+        if event is not None:
+            logger.warning(
+                "Drift alert: emitted %s for %s",
+                "mlops.model.drift-detected",
+                ", ".join(drift.drifted) or "the predictions",
+            )
+        return result

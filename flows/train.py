@@ -9,7 +9,7 @@ from prefect import flow
 from tasks.ingest.tasks import load_version_task
 from tasks.lake import Lake
 from tasks.records import DatasetVersion, ModelCandidate
-from tasks.runtime.lease import held
+from tasks.runtime.lease import flow_uses_lake, held
 from tasks.runtime.naming import dataset_run_name
 from tasks.runtime.progress import run_logger
 from tasks.runtime.runner import stage_plan, stage_scheduler_address, stage_task_runner
@@ -44,47 +44,48 @@ def train_flow(
             (tcp://host:8786) or the name of a saved MLOps Dask Cluster block.
     """
     dataset = load_spec_task(spec)
-    version = load_version_task(lake=lake, spec=dataset, version=dataset_version)
-    report = load_report_task(lake=lake, spec=dataset, version=version)
-    plan = plan_training_task(spec=dataset, version=version, report=report, lake=lake)
-    logger = run_logger(
-        "train",
-        dataset=dataset.name,
-        dataset_version=version.version,
-        model=dataset.name,
-        model_version=plan.model_version,
-    )
-    candidate = find_registered_model_task(
-        lake=lake, model_name=dataset.name, version=plan.model_version
-    )
-    if candidate is None:
-        # Runs that overlap on these inputs train once: the others wait here (before
-        # starting a cluster), then find the model registered.
-        with held(
-            Lake(lake),
-            training_key(dataset.name, plan.model_version),
-            what=f"training {dataset.name}@{plan.model_version}",
-            on_wait=lambda holder: logger.info(
-                "Waiting for another run: %s holds the lease", holder.describe()
-            ),
-        ):
-            candidate = find_registered_model_task(
-                lake=lake, model_name=dataset.name, version=plan.model_version
-            )
-            if candidate is None:
-                candidate = _train(
-                    spec=dataset, lake=lake, version=version, plan=plan, logger=logger
-                )
-    if candidate.reused:
-        # Same partitions, same training spec: training again would only reproduce it.
-        logger.info(
-            "Model %s@%s already registered for these inputs; reusing it",
-            dataset.name,
-            plan.model_version,
+    with flow_uses_lake(lake):
+        version = load_version_task(lake=lake, spec=dataset, version=dataset_version)
+        report = load_report_task(lake=lake, spec=dataset, version=version)
+        plan = plan_training_task(spec=dataset, version=version, report=report, lake=lake)
+        logger = run_logger(
+            "train",
+            dataset=dataset.name,
+            dataset_version=version.version,
+            model=dataset.name,
+            model_version=plan.model_version,
         )
-    publish_training_summary_task(lake=lake, candidate=candidate)
-    write_training_report_task(lake=lake, candidate=candidate)
-    return candidate
+        candidate = find_registered_model_task(
+            lake=lake, model_name=dataset.name, version=plan.model_version
+        )
+        if candidate is None:
+            # Runs that overlap on these inputs train once: the others wait here (before
+            # starting a cluster), then find the model registered.
+            with held(
+                Lake(lake),
+                training_key(dataset.name, plan.model_version),
+                what=f"training {dataset.name}@{plan.model_version}",
+                on_wait=lambda holder: logger.info(
+                    "Waiting for another run: %s holds the lease", holder.describe()
+                ),
+            ):
+                candidate = find_registered_model_task(
+                    lake=lake, model_name=dataset.name, version=plan.model_version
+                )
+                if candidate is None:
+                    candidate = _train(
+                        spec=dataset, lake=lake, version=version, plan=plan, logger=logger
+                    )
+        if candidate.reused:
+            # Same partitions, same training spec: training again would only reproduce it.
+            logger.info(
+                "Model %s@%s already registered for these inputs; reusing it",
+                dataset.name,
+                plan.model_version,
+            )
+        publish_training_summary_task(lake=lake, candidate=candidate)
+        write_training_report_task(lake=lake, candidate=candidate)
+        return candidate
 
 
 def _train(

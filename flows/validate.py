@@ -8,6 +8,7 @@ from tasks.errors import ValidationFailed
 from tasks.ingest.tasks import load_version_task
 from tasks.records import ValidationReport
 from tasks.runtime.caching import CacheOptions, map_cached
+from tasks.runtime.lease import flow_uses_lake
 from tasks.runtime.naming import dataset_run_name
 from tasks.runtime.progress import StageProgress, run_logger
 from tasks.runtime.runner import stage_task_runner
@@ -48,76 +49,80 @@ def validate_flow(
             expiry in days.
     """
     dataset = load_spec_task(spec)
-    check_expectations_task(dataset, lake=lake)
-    version = load_version_task(lake=lake, spec=dataset, version=dataset_version)
-    # Only partitions this suite has not seen yet reach the cluster.
-    validated = map_cached(
-        validate_partition_task,
-        VALIDATE_CACHE,
-        lake=lake,
-        options=cache,
-        mapped="partition",
-        items=version.partitions,
-        shared={"spec": dataset},
-        progress=StageProgress(
-            stage="validate", dataset=dataset.name, total=len(version.partitions), unit="partitions"
-        ),
-    )
-    # A packed partition that failed: validate each of its files' rows alone, so that only
-    # the files at fault are rejected.
-    failed = [
-        p
-        for p, r in zip(version.partitions, validated.results, strict=True)
-        if not r.success and len(p.sources) > 1
-    ]
-    files = map_cached(
-        validate_files_task,
-        VALIDATE_FILES_CACHE,
-        lake=lake,
-        options=cache,
-        mapped="partition",
-        items=failed,
-        shared={"spec": dataset},
-    )
-    report = write_report_task(
-        spec=dataset,
-        lake=lake,
-        version=version,
-        results=validated.results,
-        files=[r for found in files.results for r in found],
-    )
-    publish_validation_report_task(report)
-    logger = run_logger("validate", dataset=dataset.name, dataset_version=version.version)
-    # The docs show the report; failing to render them must not fail the validation. When
-    # partitions were validated now, GX is loaded on the stage's workers: render there.
-    if validated.computed or files.computed:
-        rendered = write_data_docs_task.submit(
-            report=report, spec=dataset, version=version, lake=lake
+    with flow_uses_lake(lake):
+        check_expectations_task(dataset, lake=lake)
+        version = load_version_task(lake=lake, spec=dataset, version=dataset_version)
+        # Only partitions this suite has not seen yet reach the cluster.
+        validated = map_cached(
+            validate_partition_task,
+            VALIDATE_CACHE,
+            lake=lake,
+            options=cache,
+            mapped="partition",
+            items=version.partitions,
+            shared={"spec": dataset},
+            progress=StageProgress(
+                stage="validate",
+                dataset=dataset.name,
+                total=len(version.partitions),
+                unit="partitions",
+            ),
         )
-        rendered.wait()
-        docs = rendered.state
-    else:
-        docs = write_data_docs_task(
-            report=report, spec=dataset, version=version, lake=lake, return_state=True
+        # A packed partition that failed: validate each of its files' rows alone, so that only
+        # the files at fault are rejected.
+        failed = [
+            p
+            for p, r in zip(version.partitions, validated.results, strict=True)
+            if not r.success and len(p.sources) > 1
+        ]
+        files = map_cached(
+            validate_files_task,
+            VALIDATE_FILES_CACHE,
+            lake=lake,
+            options=cache,
+            mapped="partition",
+            items=failed,
+            shared={"spec": dataset},
         )
-    if docs.is_completed():
-        publish_data_docs_link(dataset=dataset.name, version=version.version, uri=docs.result())
-    else:
-        logger.warning("No Data Docs for this validation: %s", docs.message)
-    for uri, reason in report.rejected_files.items():
-        logger.warning("Quarantined %s", reason, extra={"source_uri": uri})
-    logger.info(
-        "Dataset %s version %s: %d/%d landing files accepted, %d partition(s) "
-        "(%d validated now, %d reused from the cache; %d packed partition(s) checked per file)",
-        dataset.name,
-        version.version,
-        report.accepted_files,
-        report.total_files,
-        len(version.partitions),
-        validated.computed,
-        validated.reused,
-        len(failed),
-    )
-    if not report.passed:
-        raise ValidationFailed(failure_message(report, version))
-    return report
+        report = write_report_task(
+            spec=dataset,
+            lake=lake,
+            version=version,
+            results=validated.results,
+            files=[r for found in files.results for r in found],
+        )
+        publish_validation_report_task(report)
+        logger = run_logger("validate", dataset=dataset.name, dataset_version=version.version)
+        # The docs show the report; failing to render them must not fail the validation. When
+        # partitions were validated now, GX is loaded on the stage's workers: render there.
+        if validated.computed or files.computed:
+            rendered = write_data_docs_task.submit(
+                report=report, spec=dataset, version=version, lake=lake
+            )
+            rendered.wait()
+            docs = rendered.state
+        else:
+            docs = write_data_docs_task(
+                report=report, spec=dataset, version=version, lake=lake, return_state=True
+            )
+        if docs.is_completed():
+            publish_data_docs_link(dataset=dataset.name, version=version.version, uri=docs.result())
+        else:
+            logger.warning("No Data Docs for this validation: %s", docs.message)
+        for uri, reason in report.rejected_files.items():
+            logger.warning("Quarantined %s", reason, extra={"source_uri": uri})
+        logger.info(
+            "Dataset %s version %s: %d/%d landing files accepted, %d partition(s) "
+            "(%d validated now, %d reused from the cache; %d packed partition(s) checked per file)",
+            dataset.name,
+            version.version,
+            report.accepted_files,
+            report.total_files,
+            len(version.partitions),
+            validated.computed,
+            validated.reused,
+            len(failed),
+        )
+        if not report.passed:
+            raise ValidationFailed(failure_message(report, version))
+        return report

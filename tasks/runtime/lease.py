@@ -26,6 +26,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from prefect import get_run_logger
+from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from tasks.errors import LakeError
@@ -185,23 +187,184 @@ def held(
                 f"{timeout:.0f} s"
             )
         time.sleep(POLL_SECONDS)
+    stop = _renewing(lease.seconds / 3, lease.renew, f"lease-{key}")
+    try:
+        yield lease
+    finally:
+        stop()
+        lease.release()
+
+
+# Lake activity: runs share the lake, garbage collection needs it to itself -------------
+# Every run marks the lake in use while it works (one renewed file per run under
+# ``runs/leases/active/``); gc's sweep holds the lease ``gc``. A run writes its marker and
+# then looks for gc; gc takes its lease and then looks for markers: whichever comes second
+# sees the first. A run that sees gc takes its marker back and waits; gc that sees runs
+# gives its lease back and waits. Neither waits while holding, so they cannot deadlock.
+GC_LEASE = "gc"
+ACTIVE = "active"
+
+
+@dataclass
+class Activity:
+    """One run's mark that it is using the lake; see :func:`lake_in_use`."""
+
+    lake: Lake
+    what: str
+    seconds: float
+    owner: str = field(default_factory=lambda: uuid.uuid4().hex)
+    acquired_at: float = field(default_factory=time.time)
+
+    @property
+    def path(self) -> str:
+        return self.lake.path("runs", "leases", ACTIVE, f"{self.owner}.json")
+
+    def mark(self) -> None:
+        record = LeaseRecord(
+            owner=self.owner,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            what=self.what,
+            acquired_at=self.acquired_at,
+            expires_at=time.time() + self.seconds,
+        )
+        self.lake.write_bytes(self.path, record.model_dump_json().encode())
+
+    def unmark(self) -> None:
+        self.lake.remove(self.path)
+
+
+def active_runs(lake: Lake, *, now: float | None = None) -> list[LeaseRecord]:
+    """The runs that mark the lake in use now (markers not renewed in time do not count)."""
+    now = time.time() if now is None else now
+    live = []
+    for path in lake.list_files(lake.path("runs", "leases", ACTIVE), ".json"):
+        try:
+            record = LeaseRecord.model_validate(lake.read_json(path))
+        except (FileNotFoundError, ValueError):
+            continue  # finished meanwhile, or being written
+        if record.live(now):
+            live.append(record)
+    return live
+
+
+def gc_holder(lake: Lake) -> LeaseRecord | None:
+    """Who holds the gc lease now, if anyone."""
+    lease = Lease(lake, GC_LEASE, what="lake gc", seconds=DEFAULT_LEASE_SECONDS)
+    generations = lease._generations()
+    current = lease._read(generations[-1]) if generations else None
+    return current if current is not None and current.live(time.time()) else None
+
+
+def _renewing(every: float, renew: Callable[[], None], name: str) -> Callable[[], None]:
+    """Run ``renew`` every ``every`` seconds in a thread; the returned function stops it."""
     stop = threading.Event()
 
-    def renew() -> None:
-        while not stop.wait(lease.seconds / 3):
+    def loop() -> None:
+        while not stop.wait(every):
             try:
-                lease.renew()
+                renew()
             except LeaseLost as err:
                 logger.warning("%s", err)
                 return
             except Exception as err:  # a storage hiccup: the next renewal may get through
-                logger.warning("Could not renew lease %s: %s", key, err)
+                logger.warning("Could not renew %s: %s", name, err)
 
-    renewer = threading.Thread(target=renew, name=f"lease-{key}", daemon=True)
-    renewer.start()
-    try:
-        yield lease
-    finally:
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+
+    def stop_it() -> None:
         stop.set()
-        renewer.join(timeout=30)
-        lease.release()
+        thread.join(timeout=30)
+
+    return stop_it
+
+
+@contextlib.contextmanager
+def lake_in_use(
+    lake: Lake,
+    *,
+    what: str,
+    timeout: float = 24 * 3600,
+    on_wait: Callable[[LeaseRecord], None] | None = None,
+) -> Iterator[None]:
+    """Mark the lake in use by this run while the block runs; wait first while a garbage
+    collection sweeps it (``on_wait`` is told once who sweeps).
+
+    A marker that cannot be written (storage failing) is logged and the run goes on: the
+    grace period of gc still keeps everything the run writes.
+    """
+    activity = Activity(lake, what=what, seconds=lease_seconds())
+    deadline = time.monotonic() + timeout
+    told = False
+    while True:
+        try:
+            activity.mark()
+        except OSError as err:
+            logger.warning("Could not mark %s in use (%s); going on without", lake.uri, err)
+            break
+        holder = gc_holder(lake)
+        if holder is None:
+            break
+        activity.unmark()
+        if not told and on_wait is not None:
+            on_wait(holder)
+            told = True
+        if time.monotonic() > deadline:
+            raise LakeError(f"{lake.uri}: a garbage collection ({holder.describe()}) still runs")
+        time.sleep(POLL_SECONDS)
+    stop = _renewing(activity.seconds / 3, activity.mark, f"in-use-{activity.owner[:8]}")
+    try:
+        yield
+    finally:
+        stop()
+        with contextlib.suppress(OSError):
+            activity.unmark()
+
+
+@contextlib.contextmanager
+def lake_to_itself(
+    lake: Lake,
+    *,
+    what: str,
+    timeout: float,
+    on_wait: Callable[[list[LeaseRecord]], None] | None = None,
+) -> Iterator[Lease]:
+    """Hold the gc lease with no run using the lake, while the block runs.
+
+    Runs that start meanwhile wait for the block to end (see :func:`lake_in_use`). While
+    runs are using the lake, the lease is given back and taken again once they are done;
+    after ``timeout`` seconds of that, :class:`LakeBusy` names them.
+    """
+    deadline = time.monotonic() + timeout
+    told = False
+    while True:
+        with held(lake, GC_LEASE, what=what, timeout=max(timeout, 1.0)) as lease:
+            running = active_runs(lake)
+            if not running:
+                yield lease
+                return
+        if not told and on_wait is not None:
+            on_wait(running)
+            told = True
+        if time.monotonic() > deadline:
+            raise LakeBusy(
+                f"{lake.uri}: still in use after {timeout:.0f} s by "
+                + "; ".join(r.describe() for r in running)
+            )
+        time.sleep(POLL_SECONDS)
+
+
+class LakeBusy(LakeError):
+    """Runs kept using the lake for longer than a garbage collection would wait."""
+
+
+def flow_uses_lake(lake: str) -> contextlib.AbstractContextManager[None]:
+    """:func:`lake_in_use` for the flow run this is called in, named after it; waiting for a
+    garbage collection is said in the run's log."""
+    from_run = f"{flow_run.flow_name or 'flow'} run {flow_run.name or flow_run.id or '?'}"
+
+    def waiting(holder: LeaseRecord) -> None:
+        get_run_logger().info("Waiting for %s to finish with the lake", holder.describe())
+
+    return lake_in_use(Lake(lake), what=from_run, on_wait=waiting)
