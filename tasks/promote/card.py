@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import posixpath
+
 from blocks.registry import ModelRegistry
 from tasks.records import ModelMetadata, PromotionDecision
 from tasks.train.report import feature_importance
@@ -42,6 +44,24 @@ def model_card(
         "| --- | --- |",
         *[f"| {k} | {v:.3f} |" for k, v in sorted(importance.items(), key=lambda kv: -kv[1])],
         "",
+        "## Lineage",
+        "",
+        f"- learned from dataset `{candidate.dataset}` version `{candidate.dataset_version}`: "
+        f"{len(candidate.partitions)} partition(s) in `{_folder(candidate.partitions)}`",
+        f"- spec hash `{candidate.spec_hash}`, training hash `{candidate.training_hash}`",
+        *(
+            [f"- warm-started from `{candidate.warm_start.base_version}`"]
+            if candidate.warm_start
+            else []
+        ),
+        *(
+            [f"- resumed from the checkpoint at round {candidate.resumed_from_round}"]
+            if candidate.resumed_from_round is not None
+            else []
+        ),
+        f"- every landing file (URI, SHA-256) and the runs that scored with it: "
+        f"`mlops lineage {candidate.model_name}@{candidate.version} --lake LAKE`",
+        "",
         "## Parameters",
         "",
         "```",
@@ -49,6 +69,10 @@ def model_card(
         "```",
     ]
     return "\n".join(lines)
+
+
+def _folder(uris: list[str]) -> str:
+    return posixpath.dirname(uris[0]) if uris else "none"
 
 
 def _fmt(value: float | None) -> str:
