@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
+from deployments import lake_commands
+
 # Defaults for a local run; any value the user set wins.
 _ENV_DEFAULTS = {
     # A fresh ephemeral Prefect API migrates its database first; 20 s (Prefect's default)
@@ -119,6 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("model")
     promote.add_argument("version")
     promote.add_argument("--reason", default="")
+
+    lake_commands.add_parsers(sub)
 
     setup = sub.add_parser(
         "setup",
@@ -399,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "registry": _registry,
         "setup": _setup,
         "webhook": _webhook,
+        "lake": lake_commands.lake,
+        "lineage": lake_commands.lineage,
     }
     try:
         return handlers[args.command](args)
