@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.support.paths import DEMO_SPEC
-from tests.support.processes import forkserver_pid
+from tests.support.processes import forkserver_pid, free_port, wait_for_port
 
 # Before anything imports Prefect: keep its state out of ~/.prefect, give the temporary
 # API server time to migrate on a slow machine, and keep telemetry off the network.
@@ -96,6 +96,50 @@ def dask_client() -> Iterator[Any]:
         client.as_current(),
     ):
         yield client
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server process; the standard AWS variables point every process at it.
+
+    Set in os.environ (not per-test) because the Dask workers that read and write the lake
+    are separate processes that inherit the environment.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    import fsspec
+
+    port = free_port()
+    server = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+    proc = subprocess.Popen(
+        [server, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        wait_for_port(port, proc, what="moto_server")
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        # A cached S3 filesystem would keep talking to the server that is gone.
+        fsspec.get_filesystem_class("s3").clear_instance_cache()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _leftover_processes(ignore: set[int], timeout: float = 15) -> list[str]:
