@@ -13,8 +13,10 @@ class RetentionPolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The bound shows in the UI's form; the validator below says why it is there.
     keep_history: int = Field(
         default=10,
+        json_schema_extra={"minimum": 1},
         description="Champions to keep from each model's alias history, newest first: the "
         "current champion and the rollback targets before it. At least 1 (the champion "
         "is always kept).",
@@ -27,6 +29,7 @@ class RetentionPolicy(BaseModel):
     )
     keep_datasets: int = Field(
         default=5,
+        json_schema_extra={"minimum": 1},
         description="Newest dataset versions to keep per dataset (at least 1: the latest).",
     )
     grace_hours: float = Field(

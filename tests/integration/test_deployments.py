@@ -67,6 +67,29 @@ def test_setup_is_idempotent_and_deploy_creates_pools_schedules_and_triggers(
         ("retrain", "local-process"),
         ("kubernetes", "kubernetes"),
         ("on-demand", "local-process"),
+        ("weekly", "local-process"),
+    }
+    lake_jobs = {
+        flow: deployed.deployment(flow, name)
+        for flow, name in [
+            ("lake-gc", "nightly"),
+            ("lake-backup", "nightly"),
+            ("lake-verify", "weekly"),
+        ]
+    }
+    assert lake_jobs["lake-gc"]["parameters"] == {"lake": ".mlops/lake", "apply": True}
+    assert [s["schedule"]["cron"] for j in lake_jobs.values() for s in j["schedules"]] == [
+        "0 5 * * *",
+        "30 5 * * *",
+        "0 6 * * 0",
+    ]
+    # The retention policy is a typed form in the UI, its bounds included.
+    policy = lake_jobs["lake-gc"]["parameter_openapi_schema"]["definitions"]["RetentionPolicy"]
+    assert set(policy["properties"]) == {
+        "keep_history",
+        "keep_days",
+        "keep_datasets",
+        "grace_hours",
     }
     nightly = deployed.deployment("ml-pipeline", "nightly")
     [schedule] = nightly["schedules"]

@@ -4,6 +4,7 @@ that stops renewing loses it once it expires, and a waiter proceeds when it is r
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +14,18 @@ from typing import Any
 import pytest
 
 from tasks.lake import Lake
-from tasks.runtime.lease import Lease, LeaseLost, LeaseRecord, held, lease_seconds
+from tasks.runtime.lease import (
+    Activity,
+    LakeBusy,
+    Lease,
+    LeaseLost,
+    LeaseRecord,
+    active_runs,
+    held,
+    lake_in_use,
+    lake_to_itself,
+    lease_seconds,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -114,3 +126,54 @@ def test_the_lease_time_comes_from_the_environment(monkeypatch: pytest.MonkeyPat
         monkeypatch.setenv("MLOPS_LEASE_SECONDS", bad)
         with pytest.raises(ValueError, match="MLOPS_LEASE_SECONDS"):
             lease_seconds()
+
+
+def test_a_run_waits_while_gc_has_the_lake_and_gc_waits_while_runs_use_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_LEASE_SECONDS", "3")
+    lake = Lake(str(tmp_path))
+    told: list[str] = []
+    entered = threading.Event()
+
+    def gc_for_a_second() -> None:
+        with lake_to_itself(lake, what="lake gc", timeout=10):
+            entered.set()
+            time.sleep(1.5)
+
+    sweeper = threading.Thread(target=gc_for_a_second)
+    sweeper.start()
+    assert entered.wait(10)
+    started = time.monotonic()
+    with lake_in_use(lake, what="pipeline run a", on_wait=lambda h: told.append(h.what)):
+        waited = time.monotonic() - started
+        assert [r.what for r in active_runs(lake)] == ["pipeline run a"]
+        # While the run uses the lake, gc waits, and gives up naming it.
+        with (
+            pytest.raises(LakeBusy, match="pipeline run a"),
+            lake_to_itself(lake, what="lake gc", timeout=1.5),
+        ):
+            pytest.fail("gc had the lake while a run used it")
+    sweeper.join()
+    assert told == ["lake gc"] and waited > 0.5
+    assert active_runs(lake) == []  # the run's mark is gone with it
+    with lake_to_itself(lake, what="lake gc", timeout=5):
+        pass
+
+
+def _mark_and_die(root: str) -> None:
+    activity = Activity(Lake(root), what="killed run", seconds=3)
+    activity.mark()
+    os._exit(9)  # as SIGKILL would: no cleanup, no renewal
+
+
+def test_the_mark_of_a_killed_run_stops_counting_once_it_expires(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    killed = context.Process(target=_mark_and_die, args=(str(tmp_path),))
+    killed.start()
+    killed.join(timeout=30)
+    lake = Lake(str(tmp_path))
+    assert [r.what for r in active_runs(lake)] == ["killed run"]
+    started = time.monotonic()
+    with lake_to_itself(lake, what="lake gc", timeout=20):
+        assert 1 < time.monotonic() - started < 15
