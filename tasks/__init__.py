@@ -2,6 +2,8 @@
 (``make lint`` checks it with import-linter, counting imports inside functions):
 
 ``pipeline``            what a whole run did: its result, stage clock and run metrics.
+``lakeops``             keeping the lake for years: gc, verify, backup, lineage; it reads
+                        every stage's records.
 ``score`` ``promote`` ``train`` ``validate`` ``ingest``
                         one folder per stage, mirroring ``flows/``: plain logic modules, a
                         ``publish`` module for the stage's own artifacts and a ``tasks`` module

@@ -14,9 +14,13 @@ import yaml
 from tests.support.paths import DEMO_SPEC
 from tests.support.processes import forkserver_pid, free_port, wait_for_port
 
-# Before anything imports Prefect: keep its state out of ~/.prefect, give the temporary
-# API server time to migrate on a slow machine, and keep telemetry off the network.
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="mlops-test-prefect-"))
+# Before anything imports Prefect: keep its state out of ~/.prefect and .prefect/, give the
+# temporary API server time to migrate on a slow machine, and keep telemetry off the network.
+# One home per test process (each xdist worker too): a flow that fails persists its error in
+# the home's storage, which tests of where results go must not see from another worker.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(
+    prefix=f"mlops-test-prefect-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-"
+)
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")

@@ -304,3 +304,28 @@ def test_lineage_goes_from_the_model_to_its_landing_files_and_its_scoring_runs(
     first = lineage(lake, "customers", built.runs[0].model_version)
     assert not first.champion and first.scoring_runs == []
     assert any("replaced by" in line or "rollback" in line for line in render(first).splitlines())
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_backup_interrupted_between_any_two_phases_names_nothing_it_lacks(
+    built: Built, tmp_path: Path
+) -> None:
+    source = Lake(built.copy(tmp_path / "lake"))
+    target = Lake(str(tmp_path / "backup"))
+    for stop_before in range(2, 6):  # after the identity, the data, the records, the manifests
+
+        def phase(number: int, files: int, stop_before: int = stop_before) -> None:
+            if number == stop_before:
+                raise _Interrupted
+
+        with pytest.raises(_Interrupted):
+            backup(source, target, on_phase=phase)
+        assert verify(target).ok, (stop_before, verify(target).problems)
+    done = backup(source, target)
+    assert done.verified.ok and done.copied > 0
+    assert ModelRegistry(lake=target.uri).champion("customers") == ModelRegistry(
+        lake=source.uri
+    ).champion("customers")
