@@ -10,6 +10,18 @@ import argparse
 import sys
 from typing import Any
 
+# The retention policy's fields (``tasks/lakeops/policy.py`` checks them) and --wait.
+_GC_FLAGS: list[tuple[str, type, float, str, str]] = [
+    ("--keep-history", int, 10, "N",
+     "champions of the alias history to keep, the current one first (default 10)"),
+    ("--keep-days", float, 30.0, "DAYS",
+     "keep model versions registered within DAYS, promoted or not (default 30)"),
+    ("--keep-datasets", int, 5, "N", "newest dataset versions to keep per dataset (default 5)"),
+    ("--grace-hours", float, 24.0, "HOURS", "keep anything written within HOURS (default 24)"),
+    ("--wait", float, 600.0, "SECONDS",
+     "how long --apply waits for runs using the lake to finish (default 600)"),
+]  # fmt: skip
+
 
 def add_parsers(sub: Any) -> None:
     """The ``lake`` and ``lineage`` subcommands, on ``mlops``'s subparsers."""
@@ -23,26 +35,8 @@ def add_parsers(sub: Any) -> None:
     gc.add_argument("--lake", required=True, help="lake root (path or s3:// URI)")
     gc.add_argument("--dataset", help="only this dataset's (and model's) objects")
     gc.add_argument("--apply", action="store_true", help="delete (default: only list)")
-    gc.add_argument(
-        "--keep-history", type=int, default=10, metavar="N",
-        help="champions of the alias history to keep, the current one first (default 10)",
-    )  # fmt: skip
-    gc.add_argument(
-        "--keep-days", type=float, default=30.0, metavar="DAYS",
-        help="keep model versions registered within DAYS, promoted or not (default 30)",
-    )  # fmt: skip
-    gc.add_argument(
-        "--keep-datasets", type=int, default=5, metavar="N",
-        help="newest dataset versions to keep per dataset (default 5)",
-    )  # fmt: skip
-    gc.add_argument(
-        "--grace-hours", type=float, default=24.0, metavar="HOURS",
-        help="keep anything written within HOURS (default 24)",
-    )  # fmt: skip
-    gc.add_argument(
-        "--wait", type=float, default=600.0, metavar="SECONDS",
-        help="how long --apply waits for runs using the lake to finish (default 600)",
-    )  # fmt: skip
+    for flag, kind, default, metavar, what in _GC_FLAGS:
+        gc.add_argument(flag, type=kind, default=default, metavar=metavar, help=what)
     gc.add_argument("--list", action="store_true", help="print every path, not only totals")
     gc.add_argument("--json", action="store_true", help="print the report as JSON")
 

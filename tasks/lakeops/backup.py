@@ -66,6 +66,13 @@ def check_target(source: Lake, target: Lake, source_id: str) -> list[LakeObject]
     """The target's objects, after refusing one that cannot be reached, that is another
     lake, or that holds files and is no lake at all."""
     try:
+        if not target.is_local:
+            # A missing bucket lists as empty: say so before copying into nowhere.
+            bucket = target.path().split("/", 1)[0]
+            if not target.fs.exists(bucket):
+                raise LakeError(
+                    f"{target.uri}: bucket '{bucket}' does not exist or cannot be reached"
+                )
         objects = inventory(target)
     except (OSError, ValueError) as err:
         raise LakeError(f"{target.uri}: cannot reach the backup target: {err}") from None

@@ -234,8 +234,7 @@ class _Marker:
                 chosen.add(latest[name])
             self.root(name, f"{len(chosen)} newest dataset version(s)")
             kept[name] = chosen
-        for models in kept_models.items():
-            name, versions_kept = models
+        for name, versions_kept in kept_models.items():
             for version in versions_kept:
                 m = metadata.get(f"{name}/{version}")
                 if m is not None:
@@ -356,7 +355,6 @@ class _Marker:
 
     def mark_records(self, partition_ids: set[str], kept_models: dict[str, set[str]]) -> None:
         """Cache records, scoring indexes and leases: kept while all they name is kept."""
-        removable = {o.path for o in self.objects if o.kind not in NEVER_DELETED}
         records = _read_all(self.lake, self.paths("cache-record"), _cache_record)
         now = datetime.fromtimestamp(self.now).astimezone()
         for path, record in records.items():
@@ -372,7 +370,8 @@ class _Marker:
             pid = body.get("partition_id") if isinstance(body, dict) else None
             if pid is not None and pid not in partition_ids:
                 continue
-            if all(p in self.keep or p not in removable for p in named):
+            # Naming a file that is gone (or going) makes a record that would mislead.
+            if all(p in self.keep for p in named):
                 self.keep.add(path)
         indexes = _read_all(self.lake, self.paths("scoring-index"), dict)
         for path, index in indexes.items():

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable
 
+from tasks.errors import LakeError
 from tasks.lake import Lake
 from tasks.lakeops.identity import check_format, ensure_identity
 from tasks.lakeops.inventory import LakeObject, inventory
@@ -100,6 +101,8 @@ def collect_garbage(
 ) -> GcReport:
     """Mark the lake and, with ``apply``, delete what is not kept (see the module)."""
     check_format(lake)
+    if not lake.exists(lake.path()):
+        raise LakeError(f"{lake.uri}: no lake there")
     started = utcnow()
     if not apply:
         marked = mark(lake, inventory(lake), policy, now=time.time(), dataset=dataset)

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prefect import get_run_logger
 from prefect.runtime import flow_run
@@ -73,6 +74,30 @@ class LeaseRecord(BaseModel):
         return f"{self.what} by pid {self.pid} on {self.host}"
 
 
+class _Holding(Protocol):
+    owner: str
+    what: str
+    seconds: float
+    acquired_at: float
+
+
+def _held_by_this_process(holding: _Holding, *, released: bool = False) -> bytes:
+    """The record of a lease or a mark this process holds, valid ``seconds`` from now."""
+    return (
+        LeaseRecord(
+            owner=holding.owner,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            what=holding.what,
+            acquired_at=holding.acquired_at,
+            expires_at=time.time() + holding.seconds,
+            released=released,
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
 class LeaseLost(LakeError):
     """Another run took a lease this run held (it was not renewed in time)."""
 
@@ -109,19 +134,7 @@ class Lease:
             return None  # released and cleaned up meanwhile, or being written
 
     def _record(self, *, released: bool = False) -> bytes:
-        return (
-            LeaseRecord(
-                owner=self.owner,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                what=self.what,
-                acquired_at=self.acquired_at,
-                expires_at=time.time() + self.seconds,
-                released=released,
-            )
-            .model_dump_json()
-            .encode()
-        )
+        return _held_by_this_process(self, released=released)
 
     def try_acquire(self) -> LeaseRecord | None:
         """Take the lease if nobody holds it; None when taken, else the live holder."""
@@ -220,15 +233,7 @@ class Activity:
         return self.lake.path("runs", "leases", ACTIVE, f"{self.owner}.json")
 
     def mark(self) -> None:
-        record = LeaseRecord(
-            owner=self.owner,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            what=self.what,
-            acquired_at=self.acquired_at,
-            expires_at=time.time() + self.seconds,
-        )
-        self.lake.write_bytes(self.path, record.model_dump_json().encode())
+        self.lake.write_bytes(self.path, _held_by_this_process(self))
 
     def unmark(self) -> None:
         self.lake.remove(self.path)

@@ -227,6 +227,8 @@ def test_backup_to_s3_then_restore_into_an_empty_place_is_a_warm_lake_with_the_s
 ) -> None:
     import s3fs
 
+    with pytest.raises(LakeError, match="bucket 'nowhere' does not exist"):
+        backup(Lake(str(built.root / "lake")), Lake("s3://nowhere/customers"))
     s3fs.S3FileSystem(anon=False).mkdir("backups")
     lake_uri = built.copy(tmp_path / "lake")
     champion = ModelRegistry(lake=lake_uri).champion("customers")
