@@ -119,6 +119,14 @@ class DaskClusterConfig(Block):
     service_account: str | None = Field(
         "mlops-runner", description="Service account for scheduler and worker pods."
     )
+    network_policy: bool = Field(
+        True,
+        description="Create a NetworkPolicy per stage cluster: only its own pods, flow-run "
+        "pods and the dask operator reach its scheduler and workers.",
+    )
+    operator_namespace: str = Field(
+        "dask-operator", description="Namespace the dask-kubernetes operator runs in."
+    )
     scheduler_service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
         "ClusterIP", description="How the flow reaches the scheduler (ClusterIP in-cluster)."
     )

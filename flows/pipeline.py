@@ -46,11 +46,10 @@ def ml_pipeline(
     # A bad spec, cluster config, landing location or expectation fails here, before any
     # data is touched; the expectation check goes last, as it records in the lake that it passed.
     dataset = load_spec_task(spec)
+    config = resolve_cluster_task(cluster)
+    landing = list_landing_task(source)
+    check_expectations_task(dataset, lake=lake)
     with flow_uses_lake(lake):
-        config = resolve_cluster_task(cluster)
-        landing = list_landing_task(source)
-        check_expectations_task(dataset, lake=lake)
-
         clock = StageClock()
         with clock("ingest"):
             ingested = ingest_flow.with_options(

@@ -106,7 +106,54 @@ def dask_cluster_resource(
     return resource
 
 
-def start_kube_cluster(*, startup_timeout: float, **kwargs: Any) -> Any:
+# Flow-run pods as the work pool's job template labels them (infra/k8s/base-job-template.json).
+FLOW_RUN_POD_LABELS = {
+    "app.kubernetes.io/part-of": "mlops-pipelines",
+    "app.kubernetes.io/component": "flow-run",
+}
+# The dask-kubernetes operator scales and retires workers through the scheduler.
+OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "dask-kubernetes-operator"}
+
+
+def network_policy_resource(
+    *, cluster: str, namespace: str, labels: dict[str, str], operator_namespace: str
+) -> dict[str, Any]:
+    """The ``NetworkPolicy`` that lets only the DaskCluster's own pods, the flow-run pods
+    and the dask operator reach its scheduler and workers (any port: workers listen on
+    random ones). Egress is not restricted: workers read the lake and report to Prefect."""
+    own = {"matchLabels": {"dask.org/cluster-name": cluster}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": f"{cluster}-ingress"[:63].rstrip("-"),
+            "namespace": namespace,
+            "labels": {key: label_value(value) for key, value in labels.items()},
+        },
+        "spec": {
+            "podSelector": own,
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {"podSelector": own},
+                        {"podSelector": {"matchLabels": dict(FLOW_RUN_POD_LABELS)}},
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": operator_namespace}
+                            },
+                            "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)},
+                        },
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def start_kube_cluster(
+    *, startup_timeout: float, network_policy: dict[str, Any] | None = None, **kwargs: Any
+) -> Any:
     """``KubeCluster(**kwargs)``, started within ``startup_timeout`` seconds or not at all.
 
     KubeCluster deletes its DaskCluster only when the operator times out; a scheduler pod
@@ -122,16 +169,23 @@ def start_kube_cluster(*, startup_timeout: float, **kwargs: Any) -> Any:
     kwargs["create_mode"] = CreateMode.CREATE_ONLY
     name = kwargs["custom_cluster_spec"]["metadata"]["name"]
     namespace = kwargs["namespace"]
+    # The policy exists before the pods do, so they are never reachable by others; once
+    # the DaskCluster exists it owns the policy, and Kubernetes deletes both together.
+    if network_policy is not None:
+        run_async(_create_network_policy(network_policy), timeout=60)
     try:
-        return _bounded_kube_cluster(startup_timeout)(**kwargs)
+        cluster = _bounded_kube_cluster(startup_timeout)(**kwargs)
+        if network_policy is not None:
+            run_async(_owned_by_cluster(network_policy, name), timeout=60)
+        return cluster
     except TimeoutError:
-        delete_dask_cluster(name, namespace)
+        delete_dask_cluster(name, namespace, policy=network_policy)
         raise ClusterError(
             f"DaskCluster {name} in namespace {namespace} did not start within "
             f"{startup_timeout:g} s (scheduler pod pending? image pull failing?); deleted it"
         ) from None
     except BaseException as err:
-        delete_dask_cluster(name, namespace)
+        delete_dask_cluster(name, namespace, policy=network_policy)
         if not isinstance(err, Exception):  # interrupted: clean up, then let it through
             raise
         raise ClusterError(
@@ -169,17 +223,55 @@ def _bounded_kube_cluster(startup_timeout: float) -> type[Any]:
     return BoundedKubeCluster
 
 
-def delete_dask_cluster(name: str, namespace: str, *, timeout: float = 60) -> bool:
-    """Delete the DaskCluster ``name`` if it exists (the operator removes its pods).
+async def _create_network_policy(resource: dict[str, Any]) -> None:
+    from kr8s.asyncio.objects import NetworkPolicy
 
-    Returns whether one was deleted. Best effort: a failure here is logged, because it must
-    not hide the error that made the cleanup necessary.
+    try:
+        await NetworkPolicy(resource).create()
+    except Exception as err:
+        raise ClusterError(
+            f"could not create NetworkPolicy {resource['metadata']['name']} in namespace "
+            f"{resource['metadata']['namespace']} ({type(err).__name__}: {err}); the flow-run "
+            "service account needs networkpolicies in its Role (infra/k8s/rbac.yaml), or set "
+            "network_policy: false on the cluster block"
+        ) from None
+
+
+async def _owned_by_cluster(resource: dict[str, Any], cluster: str) -> None:
+    from dask_kubernetes.operator._objects import DaskCluster
+    from kr8s.asyncio.objects import NetworkPolicy
+
+    namespace = resource["metadata"]["namespace"]
+    owner = await DaskCluster.get(cluster, namespace=namespace)
+    policy = await NetworkPolicy.get(resource["metadata"]["name"], namespace=namespace)
+    reference = {
+        "apiVersion": owner.version,
+        "kind": "DaskCluster",
+        "name": cluster,
+        "uid": owner.metadata.uid,
+    }
+    await policy.patch({"metadata": {"ownerReferences": [reference]}})
+
+
+def delete_dask_cluster(
+    name: str, namespace: str, *, timeout: float = 60, policy: dict[str, Any] | None = None
+) -> bool:
+    """Delete the DaskCluster ``name`` if it exists (the operator removes its pods), and
+    the stage's NetworkPolicy ``policy`` if given.
+
+    Returns whether a cluster was deleted. Best effort: a failure here is logged, because it
+    must not hide the error that made the cleanup necessary.
     """
 
     async def delete() -> bool:
         import kr8s
         from dask_kubernetes.operator._objects import DaskCluster
+        from kr8s.asyncio.objects import NetworkPolicy
 
+        if policy is not None:
+            with contextlib.suppress(kr8s.NotFoundError):
+                found = await NetworkPolicy.get(policy["metadata"]["name"], namespace=namespace)
+                await found.delete()
         try:
             cluster = await DaskCluster.get(name, namespace=namespace)
         except kr8s.NotFoundError:

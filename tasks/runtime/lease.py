@@ -300,6 +300,8 @@ def lake_in_use(
     grace period of gc still keeps everything the run writes.
     """
     activity = Activity(lake, what=what, seconds=lease_seconds())
+    # A run that fails on bad input before writing anything leaves no lake behind.
+    new_lake = lake.is_local and not os.path.isdir(lake.path())
     deadline = time.monotonic() + timeout
     told = False
     while True:
@@ -325,6 +327,18 @@ def lake_in_use(
         stop()
         with contextlib.suppress(OSError):
             activity.unmark()
+        if new_lake:
+            _remove_empty_up_to(os.path.dirname(activity.path), lake.path())
+
+
+def _remove_empty_up_to(folder: str, root: str) -> None:
+    """Remove ``folder`` and its parents up to ``root`` (included) while they are empty."""
+    while len(folder) >= len(root):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return  # not empty: the run wrote something, or another run is marking
+        folder = os.path.dirname(folder)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from blocks.cluster import ClusterMode, DaskClusterConfig, PerformanceReportMode
-from tasks.runtime.kube import dask_cluster_resource
+from tasks.runtime.kube import dask_cluster_resource, network_policy_resource
 from tasks.runtime.sizing import size_workers, threads_per_worker
 
 Stage = Literal["ingest", "validate", "train", "promote", "score"]
@@ -126,6 +126,16 @@ def plan_stage(
             "startup_timeout": config.worker_timeout,
             # No progress bars in a flow's log.
             "quiet": True,
+            "network_policy": (
+                network_policy_resource(
+                    cluster=name,
+                    namespace=config.namespace,
+                    labels=labels or {},
+                    operator_namespace=config.operator_namespace,
+                )
+                if config.network_policy
+                else None
+            ),
         },
         adapt_kwargs=adapt,
         performance_report=config.performance_report,

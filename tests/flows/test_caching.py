@@ -146,5 +146,6 @@ def test_reruns_reuse_cached_results_from_the_lake_refresh_and_expiry_recompute(
     assert run_stages(spec, source, lake, CacheOptions()) == first
     assert not [p for p in Path(lake).rglob(".tmp-*")]
     # Besides the cache and the suite's check, only what runs show (Data Docs; reports are
-    # off in the suite).
-    assert set(os.listdir(Path(lake) / "runs")) == {"results", "checks", "data-docs"}
+    # off in the suite), and where runs mark the lake in use: no mark outlives its run.
+    assert set(os.listdir(Path(lake) / "runs")) == {"results", "checks", "data-docs", "leases"}
+    assert [p for p in (Path(lake) / "runs" / "leases").rglob("*") if p.is_file()] == []

@@ -76,6 +76,7 @@ def test_the_flow_run_account_may_manage_dask_clusters_and_nothing_else() -> Non
         ("", "pods"): ["get", "list"],
         ("", "services"): ["get", "list"],
         ("", "pods/log"): ["get"],
+        ("networking.k8s.io", "networkpolicies"): ["create", "delete", "get", "list", "patch"],
     }
     assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in role["rules"])
 
@@ -203,3 +204,11 @@ def test_the_image_runs_as_a_non_root_user_with_the_package_installed() -> None:
     assert ignored[ignored.index("*") :].count("!pyproject.toml") == 1
     for package in ("blocks", "deployments", "flows", "tasks", "datasets"):
         assert f"!{package}/" in ignored
+
+
+def test_flow_run_pods_carry_the_labels_the_stage_network_policies_let_in() -> None:
+    from tasks.runtime.kube import FLOW_RUN_POD_LABELS
+
+    template = json.loads((K8S / "base-job-template.json").read_text())
+    job = render_job_template(template, name="run", namespace="mlops", image="mlops:1")
+    assert job["job_manifest"]["spec"]["template"]["metadata"]["labels"] == FLOW_RUN_POD_LABELS

@@ -8,6 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import dask_kubernetes
 import jsonschema
 import kubernetes_validate
 import pytest
@@ -15,7 +16,13 @@ import yaml
 
 from blocks.cluster import DaskClusterConfig
 from tasks.errors import ClusterError
-from tasks.runtime.kube import dask_cluster_resource, label_value
+from tasks.runtime.kube import (
+    FLOW_RUN_POD_LABELS,
+    OPERATOR_POD_LABELS,
+    dask_cluster_resource,
+    label_value,
+)
+from tasks.runtime.plan import plan_stage
 from tasks.runtime.runner import cluster_name
 
 # The oldest Kubernetes minor the manifests promise to work on (README "Running on a
@@ -34,7 +41,6 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 @cache
 def crd_schema(kind: str) -> dict[str, Any]:
-    import dask_kubernetes
 
     crds = Path(dask_kubernetes.__file__).parent / "operator/deployment/helm"
     path = crds / f"dask-kubernetes-operator/crds/{kind.lower()}.yaml"
@@ -194,3 +200,35 @@ def test_a_broken_spec_is_caught_by_the_validation() -> None:
     resource["spec"]["worker"]["replicas"] = "three"
     with pytest.raises(jsonschema.ValidationError):
         validate_dask_cluster(resource)
+
+
+@pytest.mark.timeout(60)
+def test_each_stage_cluster_lets_in_only_its_own_pods_flow_runs_and_the_operator() -> None:
+    config = DaskClusterConfig(mode="kubernetes", namespace="ml-prod", operator_namespace="ops")
+    stage_plan = plan_stage(
+        config, stage="train", name="mlops-train-5f0c3c1e", partitions=4, total_bytes=None,
+        cpus=2, labels=LABELS,
+    )  # fmt: skip
+    policy = stage_plan.cluster_kwargs["network_policy"]
+    kubernetes_validate.validate(policy, KUBERNETES_VERSION, strict=True)
+    cluster = stage_plan.cluster_kwargs["custom_cluster_spec"]["metadata"]["name"]
+    assert policy["metadata"]["namespace"] == "ml-prod"
+    own = {"matchLabels": {"dask.org/cluster-name": cluster}}
+    assert policy["spec"]["podSelector"] == own and policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert "ports" not in rule  # workers listen on ports chosen at start
+    peers = rule["from"]
+    assert peers[0] == {"podSelector": own}
+    assert peers[1] == {"podSelector": {"matchLabels": FLOW_RUN_POD_LABELS}}
+    assert peers[2]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}
+    # The operator's pods as its chart labels them (Chart.yaml's name, no nameOverride in
+    # infra/k8s/dask-operator-values.yaml).
+    chart = Path(dask_kubernetes.__file__).parent / "operator/deployment/helm"
+    chart_yaml = yaml.safe_load((chart / "dask-kubernetes-operator/Chart.yaml").read_text())
+    assert {"app.kubernetes.io/name": chart_yaml["name"]} == OPERATOR_POD_LABELS
+    assert peers[2]["podSelector"] == {"matchLabels": OPERATOR_POD_LABELS}
+    off = DaskClusterConfig(mode="kubernetes", network_policy=False)
+    plan_off = plan_stage(
+        off, stage="train", name="mlops-train-5f0c3c1e", partitions=4, total_bytes=None, cpus=2
+    )
+    assert plan_off.cluster_kwargs["network_policy"] is None
