@@ -53,6 +53,8 @@ TIMESTAMP_HEADER = "x-mlops-timestamp"
 SIGNATURE_HEADER = "x-mlops-signature"
 REPLAY_WINDOW_SECONDS = 300
 MAX_BODY_BYTES = 256 * 1024
+# Signatures remembered within the replay window (~100 bytes each): 10 MB at most.
+MAX_REPLAY_ENTRIES = 100_000
 DATASET_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # the spec's rule for dataset names
 PURPOSE_LABEL = "mlops.landing.purpose"
 Purpose = Literal["training", "scoring"]
@@ -196,12 +198,21 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class ReplayGuard:
-    """Signatures accepted within the replay window: the same request is accepted once."""
+    """Signatures accepted within the replay window: the same request is accepted once.
 
-    def __init__(self, window: float) -> None:
+    Its memory is bounded: a flood of unique signed requests fills it to ``max_entries``,
+    and then new requests are refused until the oldest leave the window. Forgetting one
+    early instead would let it be replayed.
+    """
+
+    def __init__(self, window: float, max_entries: int = MAX_REPLAY_ENTRIES) -> None:
         self._window = window
+        self._max = max_entries
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
     def first_time(self, signature: str, now: float) -> bool:
         with self._lock:
@@ -209,6 +220,10 @@ class ReplayGuard:
                 self._seen.popitem(last=False)
             if signature in self._seen:
                 return False
+            if len(self._seen) >= self._max:
+                raise Rejected(
+                    429, "replay-guard-full", "too many requests in the replay window; retry later"
+                )
             self._seen[signature] = now
             return True
 
@@ -275,6 +290,7 @@ class Gateway:
     allow_any: bool = False
     max_body: int = MAX_BODY_BYTES
     window: float = REPLAY_WINDOW_SECONDS
+    max_replay_entries: int = MAX_REPLAY_ENTRIES
     clock: Callable[[], float] = time.time
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
 
@@ -287,7 +303,7 @@ class Gateway:
                 "(repeatable, e.g. s3://bucket/landing/) or, to accept any location a signed "
                 "sender names, --allow-any-source"
             )
-        self._replays = ReplayGuard(self.window)
+        self._replays = ReplayGuard(self.window, self.max_replay_entries)
         self._routes = Routes(training=self.datasets, scoring=self.scoring)
 
     def verify(self, headers: dict[str, str], body: bytes) -> None:
