@@ -155,6 +155,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8787)
     serve.add_argument(
+        "--config-block",
+        metavar="NAME",
+        help="a saved MLOps Webhook Gateway block: its allowlist and prefixes, to which the "
+        "options below add",
+    )
+    serve.add_argument(
         "--secret-block",
         help="Prefect Secret block holding the shared secret (default: $MLOPS_WEBHOOK_SECRET)",
     )
@@ -374,19 +380,24 @@ def _setup(args: argparse.Namespace) -> int:
 
 
 def _webhook(args: argparse.Namespace) -> int:
+    from blocks.gateway import WebhookGatewayConfig
     from deployments.setup import WEBHOOK_SECRET_ENV
     from deployments.webhook import serve
 
-    serve(
-        host=args.host,
-        port=args.port,
-        secret_block=args.secret_block,
-        secret_env=WEBHOOK_SECRET_ENV,
+    # Block.load is sync here (no event loop); typed for both ways Prefect calls it.
+    saved: WebhookGatewayConfig = (
+        WebhookGatewayConfig.load(args.config_block)  # type: ignore[assignment]
+        if args.config_block
+        else WebhookGatewayConfig()
+    )
+    config = saved.with_options(
+        allowed_sources=args.allow_source,
+        allow_any_source=args.allow_any_source,
         datasets=args.dataset,
         scoring=args.scoring,
-        allowed_sources=args.allow_source,
-        allow_any=args.allow_any_source,
+        secret_block=args.secret_block,
     )
+    serve(host=args.host, port=args.port, config=config, secret_env=WEBHOOK_SECRET_ENV)
     return 0
 
 

@@ -26,6 +26,7 @@ from prefect.workers.process import ProcessWorker
 
 from blocks.alerts import AppriseAlerts
 from blocks.cluster import DaskClusterConfig
+from blocks.gateway import WebhookGatewayConfig
 from blocks.registry import ModelRegistry
 from blocks.results import LakeResultStorage
 from deployments.alerts import (
@@ -81,7 +82,13 @@ def register_block_types() -> list[Step]:
     """What ``prefect block register -m blocks.<module>`` does, for every module."""
 
     steps = []
-    for block in (DaskClusterConfig, ModelRegistry, LakeResultStorage, AppriseAlerts):
+    for block in (
+        DaskClusterConfig,
+        ModelRegistry,
+        LakeResultStorage,
+        AppriseAlerts,
+        WebhookGatewayConfig,
+    ):
         block.register_type_and_schema()
         steps.append(Step(f"block type '{block.get_block_type_slug()}'", "registered"))
     return steps

@@ -38,12 +38,14 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from blocks.gateway import DATASET_NAME, WebhookGatewayConfig
 
 logger = logging.getLogger("mlops.webhook")
 
@@ -55,7 +57,6 @@ REPLAY_WINDOW_SECONDS = 300
 MAX_BODY_BYTES = 256 * 1024
 # Signatures remembered within the replay window (~100 bytes each): 10 MB at most.
 MAX_REPLAY_ENTRIES = 100_000
-DATASET_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # the spec's rule for dataset names
 PURPOSE_LABEL = "mlops.landing.purpose"
 Purpose = Literal["training", "scoring"]
 
@@ -467,59 +468,28 @@ def load_secret(block: str | None, env: str) -> str:
     return value
 
 
-def parse_datasets(pairs: Sequence[str], *, option: str = "--dataset") -> dict[str, str]:
-    """``s3://bucket/prefix/=name`` options into a prefix → dataset map.
-
-    ``--scoring`` prefixes may also be local paths: generic notifications name any path.
-    """
-    out = {}
-    for pair in pairs:
-        prefix, sep, name = pair.rpartition("=")
-        valid_prefix = prefix.startswith("s3://") or (option == "--scoring" and bool(prefix))
-        if not sep or not valid_prefix or not re.match(DATASET_NAME, name):
-            expected = (
-                "s3://bucket/prefix/" if option == "--dataset" else "s3://bucket/prefix/ or a path"
-            )
-            raise ValueError(f"{option} {pair!r}: expected {expected}=dataset-name")
-        out[prefix] = name
-    return out
-
-
-def parse_allowed(prefixes: Sequence[str]) -> tuple[str, ...]:
-    """``--allow-source`` prefixes: an s3:// prefix or an absolute path, without ``..``."""
-    out = []
-    for prefix in prefixes:
-        remote = prefix.startswith(("s3://", "s3a://", "file://"))
-        if not (remote or prefix.startswith("/")) or ".." in prefix.split("/"):
-            raise ValueError(
-                f"--allow-source {prefix!r}: expected s3://bucket/prefix/ or an absolute path"
-            )
-        out.append(prefix)
-    return tuple(out)
-
-
-def serve(
+def gateway_of(
+    config: WebhookGatewayConfig,
     *,
-    host: str,
-    port: int,
-    secret_block: str | None,
     secret_env: str,
-    datasets: Sequence[str],
-    scoring: Sequence[str] = (),
-    allowed_sources: Sequence[str] = (),
-    allow_any: bool = False,
-) -> None:
-    """Run the gateway until interrupted."""
+    emit: Callable[[Arrival], str] = emit_arrival,
+) -> Gateway:
+    """The gateway ``config`` describes (its secret from its block or ``secret_env``)."""
+    return Gateway(
+        secret=load_secret(config.secret_block, secret_env),
+        emit=emit,
+        datasets=config.datasets,
+        scoring=config.scoring,
+        allowed_sources=tuple(config.allowed_sources),
+        allow_any=config.allow_any_source,
+    )
+
+
+def serve(*, host: str, port: int, config: WebhookGatewayConfig, secret_env: str) -> None:
+    """Run the gateway with ``config`` until interrupted."""
     import uvicorn
 
-    gateway = Gateway(
-        secret=load_secret(secret_block, secret_env),
-        emit=emit_arrival,
-        datasets=parse_datasets(datasets),
-        scoring=parse_datasets(scoring, option="--scoring"),
-        allowed_sources=parse_allowed(allowed_sources),
-        allow_any=allow_any,
-    )
+    gateway = gateway_of(config, secret_env=secret_env)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logger.info("Webhook gateway on http://%s:%d (POST /hooks/s3, /hooks/generic)", host, port)
     uvicorn.run(create_app(gateway), host=host, port=port, log_level="warning")

@@ -54,6 +54,7 @@ def test_setup_is_idempotent_and_deploy_creates_pools_schedules_and_triggers(
         "mlops-model-registry",
         "mlops-lake-result-storage",
         "mlops-apprise-alerts",
+        "mlops-webhook-gateway",
     } <= slugs
     pools = {p["name"]: p["type"] for p in deployed.post("/work_pools/filter", {})}
     assert pools["local-process"] == "process" and pools["kubernetes"] == "kubernetes"

@@ -16,13 +16,12 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from blocks.gateway import parse_allowed, parse_datasets
 from deployments.webhook import (
     EVENT,
     Arrival,
     Gateway,
     create_app,
-    parse_allowed,
-    parse_datasets,
     sign,
 )
 
