@@ -22,9 +22,19 @@ from pydantic import Field
 from tasks.errors import RegistryError, VersionExists
 from tasks.lake import Lake
 from tasks.records import DataProfile, Evaluation, ModelMetadata, PromotionDecision, utcnow
+from tasks.storage import url_to_fs
 
 if TYPE_CHECKING:
     import xgboost
+
+
+def _exists(uri: str) -> bool:
+    """Whether the file at ``uri`` is there (a location that cannot be reached: no)."""
+    try:
+        fs, path = url_to_fs(uri)
+        return bool(fs.exists(path))
+    except (OSError, ValueError):
+        return False
 
 
 class ModelRegistry(Block):
@@ -55,15 +65,17 @@ class ModelRegistry(Block):
         return self._in_this_lake(ModelMetadata.model_validate(self._lake.read_json(path)))
 
     def _in_this_lake(self, metadata: ModelMetadata) -> ModelMetadata:
-        """The metadata with its partitions as files of this lake: a lake restored from a
-        backup, or read at another URI, holds metadata naming where it was written."""
+        """The metadata with its partitions as files of this lake when it was moved: a lake
+        restored from a backup, or read at another URI, holds metadata naming where it was
+        written. Partitions that are still where the metadata says are read there."""
         lake = self._lake
 
         def here(uri: str) -> str:
             partition = posixpath.basename(uri).removesuffix(".parquet")
             return lake.url_of(lake.partition(metadata.dataset, partition))
 
-        if all(here(u) == u for u in metadata.partitions):
+        first = metadata.partitions[0] if metadata.partitions else None
+        if first is None or here(first) == first or _exists(first):
             return metadata
         return metadata.model_copy(
             update={

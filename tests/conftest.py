@@ -167,17 +167,6 @@ def _leftover_processes(ignore: set[int], timeout: float = 15) -> list[str]:
         time.sleep(0.5)
 
 
-# Modules that share one `prefect server start` (tests/integration/conftest.py) run in one
-# xdist worker, so the server starts once.
-SERVER_MODULES = ("test_deployments.py", "test_automations.py")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.path.name in SERVER_MODULES:
-            item.add_marker(pytest.mark.xdist_group("prefect-server"))
-
-
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if any test left a process behind (a Dask scheduler or worker, a server):
     every cluster and server a test starts must be gone when its fixture or stage ends."""

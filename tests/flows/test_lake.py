@@ -9,6 +9,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -48,6 +49,9 @@ class Built:
     landing: Path
     scoring: Path
     runs: list[PipelineResult]
+    # Every stage runs on the session's cluster (the address of its scheduler): this module
+    # is about the lake, not about starting clusters.
+    cluster: str
 
     def copy(self, to: Path) -> str:
         shutil.copytree(self.root / "lake", to)
@@ -61,7 +65,7 @@ def _write(path: Path, *, seed: int, offset: int, rows: int = 1500) -> None:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Built:
+def built(tmp_path_factory: pytest.TempPathFactory, prefect_api: str, dask_client: Any) -> Built:
     root = tmp_path_factory.mktemp("lake-ops")
     spec_data = yaml.safe_load(DEMO_SPEC.read_text())
     spec_data["training"]["num_boost_round"] = 40
@@ -69,7 +73,10 @@ def built(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Built:
     spec.write_text(yaml.safe_dump(spec_data, sort_keys=False))
     landing, lake = root / "landing", str(root / "lake")
     write_demo_data(str(landing), rows=4500, files=3, seed=1)
-    run = lambda: ml_pipeline(spec=str(spec), source=str(landing), lake=lake)  # noqa: E731
+    cluster = str(dask_client.scheduler.address)
+    run = lambda: ml_pipeline(  # noqa: E731
+        spec=str(spec), source=str(landing), lake=lake, cluster=cluster
+    )
     runs = [run()]
     _write(landing / "added-0001.csv", seed=2, offset=1_000_000)  # a file added,
     _write(landing / "customers-0000.csv", seed=3, offset=2_000_000)  # one changed
@@ -82,8 +89,15 @@ def built(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Built:
     registry.rollback("customers", reason="test: rollback")  # back to runs[1]'s model
     runs.append(run())  # warm: nothing new (its model is runs[2]'s)
     write_demo_data(str(root / "scoring"), rows=2000, files=2, seed=9)
-    score_flow(spec=str(spec), source=str(root / "scoring"), lake=lake)
-    return Built(root=root, spec=str(spec), landing=landing, scoring=root / "scoring", runs=runs)
+    score_flow(spec=str(spec), source=str(root / "scoring"), lake=lake, cluster=cluster)
+    return Built(
+        root=root,
+        spec=str(spec),
+        landing=landing,
+        scoring=root / "scoring",
+        runs=runs,
+        cluster=cluster,
+    )
 
 
 def _partitions(version: DatasetVersion) -> set[str]:
@@ -157,10 +171,18 @@ def test_gc_deletes_exactly_what_no_kept_model_needs_and_the_lake_still_works(
     # Every kept champion of the history is a rollback target still, and re-scores.
     for target in (runs[2].model_version, runs[1].model_version):
         registry.promote("customers", target, reason="test: after gc")
-        scored = score_flow(spec=built.spec, source=str(built.scoring), lake=lake_uri, rescore=True)
+        scored = score_flow(
+            spec=built.spec,
+            source=str(built.scoring),
+            lake=lake_uri,
+            rescore=True,
+            cluster=built.cluster,
+        )
         assert scored.model_version == target and scored.rows_scored == 2000
     # A warm re-run recomputes nothing: same data version, same model, no file read.
-    again = ml_pipeline(spec=built.spec, source=str(built.landing), lake=lake_uri)
+    again = ml_pipeline(
+        spec=built.spec, source=str(built.landing), lake=lake_uri, cluster=built.cluster
+    )
     assert (again.dataset_version, again.model_version) == (
         runs[3].dataset_version,
         runs[3].model_version,
@@ -244,7 +266,9 @@ def test_backup_to_s3_then_restore_into_an_empty_place_is_a_warm_lake_with_the_s
     restored = backup_flow(lake="s3://backups/customers", to=lake_uri)
     assert restored.verified.ok and extra.read_text() == "an operator's note"
     assert ModelRegistry(lake=lake_uri).champion("customers") == champion
-    again = ml_pipeline(spec=built.spec, source=str(built.landing), lake=lake_uri)
+    again = ml_pipeline(
+        spec=built.spec, source=str(built.landing), lake=lake_uri, cluster=built.cluster
+    )
     assert again.files_read == 0 and again.new_partitions == 0 and again.model_reused
     assert again.model_version == built.runs[-1].model_version
 

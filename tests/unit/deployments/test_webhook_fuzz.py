@@ -21,8 +21,9 @@ from starlette.testclient import TestClient
 from deployments.webhook import Arrival, Gateway, Rejected, create_app, sign
 from tests.support.processes import free_port
 
-# One xdist worker runs the whole module, in order: the count test reads the property's.
-pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("webhook-fuzz")]
+# `make test` gives each xdist worker whole modules (--dist loadfile), in order: the count
+# test reads the property's counts.
+pytestmark = pytest.mark.timeout(300)
 SECRET = "fuzz-secret-0123456789abcdef"
 ALLOWED = ("s3://lake-bucket/landing/", "/data/landing/")
 NOW = 1_800_000_000
