@@ -19,23 +19,14 @@ from starlette.testclient import TestClient
 from blocks.gateway import parse_allowed, parse_datasets
 from deployments.webhook import (
     EVENT,
-    Arrival,
     Gateway,
     create_app,
     sign,
 )
+from tests.support.webhooks import Recorder
 
 pytestmark = pytest.mark.timeout(60)
 SECRET = "test-secret-0123456789abcdef"
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.arrivals: list[Arrival] = []
-
-    def __call__(self, arrival: Arrival) -> str:
-        self.arrivals.append(arrival)
-        return f"event-{len(self.arrivals)}"
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from deployments.webhook import Arrival, Gateway, Rejected, create_app, sign
+from deployments.webhook import Gateway, Rejected, create_app, sign
 from tests.support.processes import free_port
+from tests.support.webhooks import Recorder
 
 # `make test` gives each xdist worker whole modules (--dist loadfile), in order: the count
 # test reads the property's counts.
@@ -27,15 +28,6 @@ pytestmark = pytest.mark.timeout(300)
 SECRET = "fuzz-secret-0123456789abcdef"
 ALLOWED = ("s3://lake-bucket/landing/", "/data/landing/")
 NOW = 1_800_000_000
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.arrivals: list[Arrival] = []
-
-    def __call__(self, arrival: Arrival) -> str:
-        self.arrivals.append(arrival)
-        return f"event-{len(self.arrivals)}"
 
 
 def gateway(emitted: Recorder, **options: Any) -> Gateway:
