@@ -53,12 +53,27 @@ def _run_stages(
     return runs
 
 
-def task_runs(flow_run_id: Any) -> Counter[str]:
-    with get_client(sync_client=True) as client:
-        found = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
-    return Counter(name for r in found if (name := r.name.rsplit("-", 1)[0]) in STAGE_TASKS)
+def task_runs(flow_run_id: Any, *, settle: float = 1.0, timeout: float = 30) -> Counter[str]:
+    """The flow run's stage task runs by name, once the API has them all: task runs on Dask
+    workers are recorded from their events, a moment after the flow run itself ends (read
+    until two reads ``settle`` seconds apart agree)."""
+
+    def read() -> Counter[str]:
+        with get_client(sync_client=True) as client:
+            found = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+        return Counter(name for r in found if (name := r.name.rsplit("-", 1)[0]) in STAGE_TASKS)
+
+    deadline = time.monotonic() + timeout
+    seen = read()
+    while time.monotonic() < deadline:
+        time.sleep(settle)
+        again = read()
+        if again == seen:
+            return again
+        seen = again
+    return seen
 
 
 def records(lake: str) -> dict[str, float]:
