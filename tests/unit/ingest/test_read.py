@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -97,7 +98,9 @@ def test_a_gzip_file_truncated_in_its_middle_is_set_aside_and_its_pieces_removed
     outcome = ingest_paths([before, bad, after], spec, Lake(str(root)))
     (record,) = outcome.quarantined
     assert record.source_uri.endswith("b-cut.csv.gz")
-    assert "truncated or corrupt (csv.gz) after row" in record.reason
+    # The row where it broke is named when the parser got that far before the stream's
+    # read-ahead hit the cut (the read-ahead thread may get there first).
+    assert re.search(r"truncated or corrupt \(csv\.gz\)( after row [\d,]+)?: ", record.reason)
     assert str(bad) in record.reason
     # Its partition-mates go on; of the bad file, not a row, not a file.
     named = {Path(s.source_uri).name for p in outcome.partitions for s in p.segments}
