@@ -120,8 +120,9 @@ class _Checker:
             elif o.kind == "pointer" and path.startswith("datasets/"):
                 self.count("pointer")
                 name = path.split("/")[1]
-                version = self.lake.read_json(self.lake.path(path)).get("version")
-                self.present(f"datasets/{name}/versions/{version}.json", "the latest version")
+                version = self.pointer(path, "version")
+                if version:
+                    self.present(f"datasets/{name}/versions/{version}.json", "the latest version")
             elif o.kind == "temporary" and o.modified < time.time() - self.grace_s:
                 self.problem(path, "temporary file older than the grace period (a writer died)")
         for path, index in self.read("landing-index").items():
@@ -140,10 +141,22 @@ class _Checker:
         if self.deep:
             self.rehash()
 
+    def pointer(self, path: str, key: str) -> str | None:
+        """The ``key`` a pointer file names; a problem named (and None) when it cannot be read."""
+        try:
+            document = self.lake.read_json(self.lake.path(path))
+        except FileNotFoundError:
+            return None  # replaced meanwhile
+        except ValueError as err:
+            self.problem(path, f"unreadable pointer (not JSON): {err}")
+            return None
+        value = document.get(key) if isinstance(document, dict) else None
+        return str(value) if value else None
+
     def aliases(self, path: str, models: set[tuple[str, str]]) -> None:
         self.count("aliases")
         name = path.split("/")[1]
-        champion = self.lake.read_json(self.lake.path(path)).get("champion")
+        champion = self.pointer(path, "champion")
         if champion and (name, champion) not in models:
             self.problem(path, f"champion {champion} is not a registered version of {name}")
 

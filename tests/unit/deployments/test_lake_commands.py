@@ -30,6 +30,14 @@ def test_a_lake_of_release_0_1_verifies_quick_and_deep_and_names_what_is_missing
     report = json.loads(capsys.readouterr().out)
     (problem,) = report["problems"]
     assert problem["uri"].endswith(partition.name) and "bytes," in problem["problem"]
+    # A pointer that is not JSON is one more named problem, not a traceback.
+    (old.lake / "models" / "customers" / "aliases.json").write_text("{not json")
+    assert main(["lake", "verify", "--lake", str(old.lake), "--json"]) == 1
+    problems = {
+        p["uri"].rsplit("/", 1)[1]: p["problem"]
+        for p in json.loads(capsys.readouterr().out)["problems"]
+    }
+    assert problems["aliases.json"].startswith("unreadable pointer (not JSON)")
 
 
 def test_gc_dry_run_lists_by_kind_deletes_nothing_and_a_bad_policy_exits_2(
