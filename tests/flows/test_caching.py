@@ -43,25 +43,33 @@ def _run_stages(
 ) -> Counter[str]:
     """Ingest and validate; how many of each per-partition task actually ran."""
     runs: Counter[str] = Counter()
+    before = records(lake)
     ingest = ingest_flow(
         spec=spec, source=str(source), lake=lake, cluster=cluster, cache=cache, return_state=True
     )
     validate = validate_flow(spec=spec, lake=lake, cluster=cluster, cache=cache, return_state=True)
+    # Each task that ran wrote its result record: the API must come to show that many.
+    after = records(lake)
+    wrote = sum(1 for key, written in after.items() if before.get(key) != written)
     for state in (ingest, validate):
         assert state.is_completed(), state.message
-        runs.update(task_runs(state.state_details.flow_run_id))
+    ids = [state.state_details.flow_run_id for state in (ingest, validate)]
+    runs.update(task_runs(ids, at_least=wrote))
     return runs
 
 
-def task_runs(flow_run_id: Any, *, settle: float = 1.0, timeout: float = 30) -> Counter[str]:
-    """The flow run's stage task runs by name, once the API has them all: task runs on Dask
-    workers are recorded from their events, a moment after the flow run itself ends (read
-    until two reads ``settle`` seconds apart agree)."""
+def task_runs(
+    flow_run_ids: list[Any], *, at_least: int, settle: float = 1.0, timeout: float = 60
+) -> Counter[str]:
+    """The flow runs' stage task runs by name, once the API has them all. Task runs on Dask
+    workers are recorded from the workers' events, a moment after the flow run ends (on a
+    busy machine, seconds): read until the API shows at least the ``at_least`` task runs
+    the lake says ran and two reads ``settle`` seconds apart agree."""
 
     def read() -> Counter[str]:
         with get_client(sync_client=True) as client:
             found = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids))
             )
         return Counter(name for r in found if (name := r.name.rsplit("-", 1)[0]) in STAGE_TASKS)
 
@@ -70,7 +78,7 @@ def task_runs(flow_run_id: Any, *, settle: float = 1.0, timeout: float = 30) -> 
     while time.monotonic() < deadline:
         time.sleep(settle)
         again = read()
-        if again == seen:
+        if again == seen and again.total() >= at_least:
             return again
         seen = again
     return seen
