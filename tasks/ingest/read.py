@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -81,11 +82,13 @@ class HashingReader:
         self.raw = raw
         self.uri = uri
         self.sha = hashlib.sha256()
+        self.bytes = 0
         self.closed = False
 
     def read(self, size: int = -1) -> bytes:
         data = _storage("read", self.uri, lambda: self.raw.read(size))
         self.sha.update(data)
+        self.bytes += len(data)
         return data
 
     def readable(self) -> bool:
@@ -104,6 +107,11 @@ class HashingReader:
 
     def hexdigest(self) -> str:
         return self.sha.hexdigest()
+
+
+def _dangling_link(fs: Any, path: str) -> bool:
+    """Whether ``path`` is a symbolic link to nothing (a local store lists it as empty)."""
+    return "file" in fs.protocol and os.path.islink(path) and not os.path.exists(path)
 
 
 def is_small(file: LandingFile) -> bool:
@@ -178,6 +186,8 @@ class FileReader:
         self.block_bytes = max(16 * 1024, min(CSV_BLOCK_BYTES, spec.ingest.partition_bytes // 4))
         self.format = source_format(file.uri) or ""
         self.sha256 = ""
+        # Bytes read (and hashed): a file still being written has more than were listed.
+        self.bytes_read = 0
         self.rows = 0
         self.dropped: list[str] = []
 
@@ -187,22 +197,46 @@ class FileReader:
         uri = self.file.uri
         if not self.format:
             raise PartitionError(f"{uri}: unsupported file type")
-        if self.file.bytes == 0:
-            raise PartitionError(f"{uri}: file is empty")
         fs, path = url_to_fs(uri)
-        if self.file.bytes <= WHOLE_FILE_BYTES:
-            yield from self._whole(self.data.result() if self.data is not None else fetch(uri))
-        elif self.format == "parquet":
-            yield from self._parquet_stream(fs, path)
-        else:
-            yield from self._csv_stream(lambda: fs.open(path, "rb"))
+        if self.file.bytes == 0:
+            if _dangling_link(fs, path):
+                raise PartitionError(f"{uri}: a symbolic link to a file that does not exist")
+            raise PartitionError(f"{uri}: file is empty")
+        try:
+            if self.file.bytes <= WHOLE_FILE_BYTES:
+                data = self.data.result() if self.data is not None else fetch(uri)
+                yield from self._whole(data)
+            elif self.format == "parquet":
+                yield from self._parquet_stream(fs, path)
+            else:
+                yield from self._csv_stream(lambda: fs.open(path, "rb"))
+        except LandingReadError:
+            raise
+        except FILE_ERRORS:
+            # Bytes appended mid-read look like a broken last line: the change is the cause.
+            if self.bytes_read and self.bytes_read != self.file.bytes:
+                raise self._changed() from None
+            raise
+        if self.bytes_read != self.file.bytes:
+            raise self._changed()
         if self.rows == 0:
             raise PartitionError(f"{uri}: file has a header but no rows")
+
+    def _changed(self) -> PartitionError:
+        """A file whose bytes are not those listed was written to while it was read: its
+        rows may end mid-line, so none are kept. Its listing tag changes with it, so the
+        next run reads it again."""
+        return PartitionError(
+            f"{self.file.uri}: changed while it was read (listed {self.file.bytes:,} bytes, "
+            f"read {self.bytes_read:,}); it is read again once it changes. Upload under a "
+            "hidden or _-prefixed name and rename when complete"
+        )
 
     # Small files: one request, parsed from memory ------------------------------------------
     def _whole(self, data: bytes) -> Iterator[pa.Table]:
         if not data:
             raise PartitionError(f"{self.file.uri}: file is empty")
+        self.bytes_read = len(data)
         if self.format == "csv.gz":
             # Decompressed as a stream all the same: a few compressed megabytes can hold
             # gigabytes of text.
@@ -249,6 +283,7 @@ class FileReader:
                 with suppress(LandingReadError):
                     hashing.drain()
                 self.sha256 = hashing.hexdigest()
+                self.bytes_read = hashing.bytes
 
     def _parquet_stream(self, fs: Any, path: str) -> Iterator[pa.Table]:
         # Parquet is read footer first and by column chunks: hash the bytes in order first.
@@ -257,6 +292,9 @@ class FileReader:
             hashing = HashingReader(raw, uri)
             hashing.drain()
         self.sha256 = hashing.hexdigest()
+        self.bytes_read = hashing.bytes
+        if self.bytes_read != self.file.bytes:
+            raise self._changed()  # before parsing a footer that may be for other bytes
         try:
             with _storage("open", uri, lambda: fs.open(path, "rb")) as raw:
                 # Buffered, page by page: memory follows the batch, not the row group.

@@ -14,9 +14,16 @@ import pytest
 
 import tasks.ingest.read as read
 from tasks.demo_data import encode, make_frame
+from tasks.ingest.partitions import ingest_split
 from tasks.lake import Lake
 from tasks.spec import DatasetSpec, load_spec
-from tests.support.ingesting import ingest_paths, with_ingest
+from tests.support.ingesting import (
+    ingest_paths,
+    ingest_source,
+    landing_file,
+    one_split,
+    with_ingest,
+)
 
 pytestmark = pytest.mark.timeout(60)
 ROWS = 20_000
@@ -190,3 +197,55 @@ def test_a_small_gzip_file_of_much_text_is_decompressed_as_a_stream(
     assert {s.sha256 for p in outcome.partitions for s in p.segments} == {
         hashlib.sha256(path.read_bytes()).hexdigest()
     }
+
+
+@pytest.mark.parametrize(
+    ("name", "rows"), [("small.csv", 200), ("big.csv", ROWS), ("big.parquet", ROWS)]
+)
+def test_a_file_written_to_while_it_is_read_is_set_aside_and_read_again_once_it_changes(
+    name: str,
+    rows: int,
+    spec: DatasetSpec,
+    frame,
+    demo_source: Path,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """Listed, then appended to before it is read (an upload in progress)."""
+    fmt = name.split(".", 1)[1]
+    growing = write(tmp_path / name, encode(frame.head(rows), fmt) if fmt == "csv" else b"")
+    if fmt == "parquet":
+        growing.write_bytes(parquet_bytes(frame.head(rows), 2500))
+    mate = write(tmp_path / "a.csv", (demo_source / "customers-0000.csv").read_bytes())
+    split = one_split([landing_file(mate), landing_file(growing)], spec)
+    listed = growing.stat().st_size
+    with growing.open("ab") as more:
+        more.write(b"x" * 1000)  # an upload's next chunk
+    root = tmp_path / "lake"
+    outcome = ingest_split(split=split, spec=spec, lake=Lake(str(root)))
+    (record,) = outcome.quarantined
+    assert record.reason.startswith(f"file://{growing}: changed while it was read")
+    assert f"listed {listed:,} bytes, read {listed + 1000:,}" in record.reason
+    # Its partition-mate goes on; none of its rows are kept.
+    named = {Path(s.source_uri).name for p in outcome.partitions for s in p.segments}
+    assert named == {"a.csv"} and no_temporaries(root)
+    # Listed again, it is another file (its tag follows its size): the next run reads it.
+    assert landing_file(growing).tag != split.files[1].tag
+
+
+def test_a_symbolic_link_to_nothing_is_set_aside_by_name_and_a_link_loop_is_not_followed(
+    spec: DatasetSpec,
+    demo_source: Path,
+    tmp_path: Path,
+) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    write(landing / "a.csv", (demo_source / "customers-0000.csv").read_bytes())
+    (landing / "gone.csv").symlink_to(tmp_path / "never-there.csv")
+    (landing / "loop").symlink_to(landing)  # listing must not walk round it for ever
+    outcomes = ingest_source(landing, spec, Lake(str(tmp_path / "lake")))
+    (record,) = [q for o in outcomes for q in o.quarantined]
+    assert record.reason == (
+        f"file://{landing}/gone.csv: a symbolic link to a file that does not exist"
+    )
+    named = {Path(s.source_uri).name for o in outcomes for p in o.partitions for s in p.segments}
+    assert named == {"a.csv"}
