@@ -366,13 +366,21 @@ def profile_summary(profile: Any) -> dict[str, Any]:
     }
 
 
-def _setup(args: argparse.Namespace) -> int:
-    from prefect.settings import PREFECT_API_URL
+def _server_check() -> int:
+    """Exit 2 with one line unless the configured Prefect server takes this client."""
+    from deployments.server import server_problem
 
+    if problem := server_problem():
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _setup(args: argparse.Namespace) -> int:
     from deployments.setup import setup
 
-    if not PREFECT_API_URL.value():
-        raise ValueError("set PREFECT_API_URL to the Prefect server to set up")
+    if code := _server_check():
+        return code
     late_after = timedelta(minutes=args.late_after)
     for step in setup(notify=args.notify, notify_block=args.notify_block, late_after=late_after):
         print(step)
@@ -382,8 +390,13 @@ def _setup(args: argparse.Namespace) -> int:
 def _webhook(args: argparse.Namespace) -> int:
     from blocks.gateway import WebhookGatewayConfig
     from deployments.setup import WEBHOOK_SECRET_ENV
-    from deployments.webhook import serve
+    from deployments.webhook import gateway_of, serve
 
+    # Blocks are read from the server, so it is checked first when there are any; otherwise
+    # the options are checked first (answered without a network call), the server after.
+    blocks = bool(args.config_block or args.secret_block)
+    if blocks and (code := _server_check()):
+        return code
     # Block.load is sync here (no event loop); typed for both ways Prefect calls it.
     saved: WebhookGatewayConfig = (
         WebhookGatewayConfig.load(args.config_block)  # type: ignore[assignment]
@@ -397,7 +410,10 @@ def _webhook(args: argparse.Namespace) -> int:
         scoring=args.scoring,
         secret_block=args.secret_block,
     )
-    serve(host=args.host, port=args.port, config=config, secret_env=WEBHOOK_SECRET_ENV)
+    gateway = gateway_of(config, secret_env=WEBHOOK_SECRET_ENV)
+    if not blocks and (code := _server_check()):
+        return code
+    serve(gateway, host=args.host, port=args.port)
     return 0
 
 

@@ -85,9 +85,21 @@ class GenericNotification(BaseModel):
 
 
 class S3Object(BaseModel):
-    key: str = Field(min_length=1)
+    key: str = Field(min_length=1, max_length=1024)
     size: int | None = None
     eTag: str | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        # Checked as the flows will see it: S3 URL-encodes keys in notifications.
+        key = unquote_plus(value)
+        if any(ord(c) < 32 for c in key):
+            raise ValueError("must not contain control characters")
+        # A prefix allowlist compares strings: landing/../private/ starts with landing/.
+        if ".." in key.split("/"):
+            raise ValueError("must not contain '..' segments")
+        return value
 
 
 class S3Bucket(BaseModel):
@@ -485,11 +497,10 @@ def gateway_of(
     )
 
 
-def serve(*, host: str, port: int, config: WebhookGatewayConfig, secret_env: str) -> None:
-    """Run the gateway with ``config`` until interrupted."""
+def serve(gateway: Gateway, *, host: str, port: int) -> None:
+    """Run ``gateway`` until interrupted."""
     import uvicorn
 
-    gateway = gateway_of(config, secret_env=secret_env)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logger.info("Webhook gateway on http://%s:%d (POST /hooks/s3, /hooks/generic)", host, port)
     uvicorn.run(create_app(gateway), host=host, port=port, log_level="warning")

@@ -95,7 +95,7 @@ def test_webhook_gateway_and_setup_refuse_to_start_without_what_they_need(
     # Whatever API the test session runs, `mlops setup` must name the one it sets up.
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        assert main(["setup"]) == 1
+        assert main(["setup"]) == 2
     assert "set PREFECT_API_URL" in capsys.readouterr().err
 
 
