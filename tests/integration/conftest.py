@@ -1,10 +1,14 @@
 """Fixtures of the end-to-end tests: the session's temporary Prefect API, and for the
 deployment tests one real ``prefect server start`` with the deployments, a process worker,
-the webhook gateway and an alert receiver, shared by test_deployments and test_automations."""
+the webhook gateway and an alert receiver, shared by test_deployments and test_automations.
+
+That server is set up as the README's deployment is: on PostgreSQL, with basic auth, every
+client (CLI, worker, flow runs, gateway) holding the credentials."""
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +17,7 @@ import pytest
 import yaml
 
 from tasks.demo_data import write_demo_data
+from tests.support.postgres import binaries, postgres
 from tests.support.prefect_server import (
     BIN,
     LATE_AFTER_MINUTES,
@@ -32,15 +37,32 @@ def _prefect(prefect_api: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A real Prefect server (own SQLite database), stopped when the session ends."""
+def database() -> Iterator[str]:
+    """The deployment server's PostgreSQL (its SQLAlchemy URL); empty where PostgreSQL is
+    not installed outside CI: the server then keeps Prefect's SQLite default."""
+    if binaries() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is missing: .ci/run installs Debian's postgresql")
+        yield ""
+        return
+    with postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator[Server]:
+    """A real Prefect server on ``database`` with basic auth, stopped when the session ends."""
     root = tmp_path_factory.mktemp("deploy")
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
+    auth = f"mlops:{secrets.token_hex(16)}"
     env = {
         **os.environ,
         "PREFECT_HOME": str(root / "prefect-home"),
         "PREFECT_API_URL": api,
+        # Every client of the server: the CLI, the worker, its flow runs and their Dask
+        # workers, the gateway's event client.
+        "PREFECT_API_AUTH_STRING": auth,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_DATABASE_TIMEOUT": "30",
         # Poll often: the tests wait for runs the worker picks up.
@@ -62,6 +84,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         env=env,
         checkout=checkout(root / "checkout"),
         logs=logs,
+        auth=auth,
+        database=database,
     )
     # The checkout's demo spec feeds drifted labeled batches back into training, so the loop
     # test sees scored data reach the retraining (only a drift alert acts on it).
@@ -78,6 +102,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "127.0.0.1",
         "--port",
         str(port),
+        env={
+            "PREFECT_SERVER_API_AUTH_STRING": auth,
+            **({"PREFECT_SERVER_DATABASE_CONNECTION_URL": database} if database else {}),
+        },
     )
     try:
         wait_for_http(f"{api}/health", process, what="prefect server", timeout=180)

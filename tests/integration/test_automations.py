@@ -210,10 +210,10 @@ def test_a_run_no_worker_picks_up_sends_one_late_alert(deployed: Server, alerts:
     try:
         [message] = alerts.wait_for(lambda m: run["name"] in m.get("subject", ""), timeout=180)
     finally:
-        httpx.post(
-            f"{deployed.api}/flow_runs/{run['id']}/set_state",
+        deployed.request(
+            "POST",
+            f"/flow_runs/{run['id']}/set_state",
             json={"state": {"type": "CANCELLED"}, "force": True},
-            timeout=30,
         ).raise_for_status()
     assert message["subject"] == f"mlops: ml-pipeline run {run['name']} is late"
     body = message["body"]

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,9 +32,14 @@ LATE_AFTER_MINUTES = "0.2"
 class Server:
     api: str
     ui: str
+    # What every client of it sets (PREFECT_API_URL, PREFECT_API_AUTH_STRING, ...).
     env: dict[str, str]
     checkout: Path
     logs: Path
+    # The server's basic auth, ``user:password`` (its PREFECT_SERVER_API_AUTH_STRING).
+    auth: str
+    # Its database's SQLAlchemy URL; empty: SQLite under its PREFECT_HOME.
+    database: str = ""
 
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -46,24 +51,33 @@ class Server:
             timeout=timeout,
         )
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("wb")
         return subprocess.Popen(
             list(args),
             cwd=self.checkout,
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # stopped as a group, with what it started
         )
 
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """An authenticated request to the API, as every client of the server makes."""
+        user, _, password = self.auth.partition(":")
+        return httpx.request(
+            method, f"{self.api}{path}", auth=(user, password), timeout=30, **kwargs
+        )
+
     def get(self, path: str) -> Any:
-        response = httpx.get(f"{self.api}{path}", timeout=30)
+        response = self.request("GET", path)
         response.raise_for_status()
         return response.json()
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        response = httpx.post(f"{self.api}{path}", json=body, timeout=30)
+        response = self.request("POST", path, json=body)
         response.raise_for_status()
         return response.json()
 
@@ -165,3 +179,36 @@ def receiver() -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def events_socket(server: Server, path: str) -> str:
+    """The websocket URL of ``/events/in`` or ``/events/out`` on ``server``."""
+    return server.api.replace("http://", "ws://", 1) + path
+
+
+def socket_session(url: str, *, subprotocol: bool, token: str | None, send: str) -> str:
+    """Open an events socket as a client may (with or without Prefect's subprotocol; its
+    auth message with ``token``, or none when None) and send ``send``. ``"accepted"`` when the
+    server took it, else how it refused: the handshake's HTTP status or the close code."""
+    from websockets import Subprotocol
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    protocols = [Subprotocol("prefect")] if subprotocol else None
+    try:
+        with connect(url, subprotocols=protocols, open_timeout=10) as socket:
+            if subprotocol:
+                auth = {"type": "auth"} if token is None else {"type": "auth", "token": token}
+                socket.send(json.dumps(auth))
+                reply = json.loads(socket.recv(timeout=10))
+                if reply != {"type": "auth_success"}:
+                    return f"reply {reply}"
+            socket.send(send)
+            # A server refusing it closes now; one that took it stays quiet.
+            with suppress(TimeoutError):
+                socket.recv(timeout=1)
+            return "accepted"
+    except InvalidStatus as err:
+        return f"http {err.response.status_code}"
+    except ConnectionClosed as err:
+        return f"closed {err.rcvd.code if err.rcvd else None}"

@@ -25,6 +25,20 @@ def _field_name(name: str) -> re.Pattern[str]:
     return re.compile(rf"^\s*{re.escape(name)}(\s*\(Optional\))?\s*$")
 
 
+def log_in(page: Any, ui_url: str, auth: str) -> None:
+    """Sign in as a user of a server with basic auth does: the UI asks for ``user:password``
+    on its login page and keeps it for the session's API calls."""
+    from playwright.sync_api import expect
+
+    page.set_default_timeout(30_000)
+    page.goto(f"{ui_url.rstrip('/')}/v2/dashboard")
+    page.wait_for_url(re.compile(r"/login"))
+    password = page.locator("input[type=password]")
+    password.fill(auth)
+    page.get_by_role("button", name="Login").click()
+    expect(password).to_have_count(0)
+
+
 def start_custom_run(page: Any, ui_url: str, deployment_id: str, params: dict[str, str]) -> str:
     """Deployment page → Run → Custom run → fill ``params`` → Submit; the new flow run's id."""
     from playwright.sync_api import expect
@@ -39,20 +53,13 @@ def start_custom_run(page: Any, ui_url: str, deployment_id: str, params: dict[st
         field = page.get_by_role("textbox", name=_field_name(name))
         field.fill(value)
         expect(field).to_have_value(value)
-    # 503 is the server saying "busy, try again" (its SQLite database locked by the worker
-    # and the triggered runs of earlier tests): a user would click Submit again, so do we.
-    for attempt in range(3):
-        with page.expect_response(
-            lambda r: (
-                r.request.method == "POST"
-                and f"/deployments/{deployment_id}/create_flow_run" in r.url
-            )
-        ) as created:
-            page.get_by_role("button", name="Submit", exact=True).click()
-        response = created.value
-        if response.status != 503 or attempt == 2:
-            break
-        page.wait_for_timeout(2_000 * (attempt + 1))
+    with page.expect_response(
+        lambda r: (
+            r.request.method == "POST" and f"/deployments/{deployment_id}/create_flow_run" in r.url
+        )
+    ) as created:
+        page.get_by_role("button", name="Submit", exact=True).click()
+    response = created.value
     if not response.ok:
         raise RuntimeError(f"the UI could not create the run: {response.status} {response.text()}")
     return str(response.json()["id"])
