@@ -52,9 +52,14 @@ DEFAULT_EVAL_METRIC: dict[Task, str] = {
 PARTITION_FORMAT = 1
 VALIDATION_FORMAT = 1
 TRAINING_FORMAT = 1
-# Characters XGBoost refuses in feature names, and the prefix of our own helper columns.
-_BAD_NAME_CHARS = frozenset("[]<")
+# Characters XGBoost refuses in feature names; path separators and control characters (a
+# pasted path or header line is a mistake in the spec, and would break the one-line logs and
+# Markdown table rows names appear in); and the prefix of our own helper columns.
+_BAD_NAME_CHARS = frozenset("[]</\\") | frozenset(map(chr, range(32))) | {"\x7f"}
 RESERVED_PREFIX = "__"
+# A dataset spec is a page of YAML; far larger is a mistake (a data file passed as --spec),
+# refused before it is parsed into memory.
+MAX_SPEC_BYTES = 1024 * 1024
 # Expectation kwargs that name columns of the dataset.
 _COLUMN_KWARGS = ("column", "column_A", "column_B")
 # XGBoost consumes these directly; datetimes become epoch seconds, strings must be declared
@@ -259,8 +264,10 @@ class DatasetSpec(_Strict):
     def _consistent(self) -> DatasetSpec:
         for name in self.columns:
             if name.startswith(RESERVED_PREFIX) or _BAD_NAME_CHARS & set(name):
+                shown = name if name.isprintable() else repr(name)
                 raise ValueError(
-                    f"columns.{name}: column names may not start with '__' or contain [, ] or <"
+                    f"columns.{shown}: column names may not start with '__' or contain "
+                    "[, ], <, /, \\ or control characters"
                 )
         if self.target not in self.columns:
             raise ValueError(f"target: '{self.target}' is not one of the columns")
@@ -458,12 +465,23 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> DatasetSpec:
 def load_spec(uri: str) -> DatasetSpec:
     """Read and validate a spec from a local path or any fsspec URI (e.g. ``s3://``)."""
     try:
-        with open_file(uri, "rt", encoding="utf-8") as fh:
-            text = fh.read()
+        with open_file(uri, "rb") as fh:
+            raw = fh.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(f"{uri}: dataset spec not found") from None
+    except IsADirectoryError:
+        raise SpecError(f"{uri}: a dataset spec must be a YAML file, not a folder") from None
     except OSError as err:
         raise SpecError(f"{uri}: cannot read dataset spec: {err}") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"{uri}: a dataset spec is at most {format_bytes(MAX_SPEC_BYTES)} of YAML; this is "
+            "larger (a data file?)"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{uri}: not UTF-8 text (byte {err.start}): not a YAML spec") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
