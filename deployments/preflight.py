@@ -13,7 +13,10 @@ import os
 from tasks.errors import MlopsError
 from tasks.ingest.landing import list_landing
 from tasks.spec import load_spec
-from tasks.storage import url_to_fs
+from tasks.storage import dot_segments_problem, url_to_fs
+
+# Where a lake may be: a folder, or an object store whose writes are atomic per object.
+LAKE_SCHEMES = frozenset({"file", "local", "s3", "s3a", "gs", "gcs", "abfs", "az", "memory"})
 
 
 def check_spec(spec: str) -> str | None:
@@ -37,6 +40,15 @@ def check_source(source: str) -> str | None:
 def check_lake(lake: str) -> str | None:
     """A lake must be a known kind of location; a local one must be a folder (or not exist
     yet, under a folder this user can write)."""
+    if problem := dot_segments_problem(lake):
+        return problem
+    scheme = lake.partition("://")[0] if "://" in lake else "file"
+    if scheme not in LAKE_SCHEMES:
+        # Checked before fsspec sees it: some of its filesystems connect when made (ftp).
+        return (
+            f"{lake}: not a lake location (a path or s3://bucket/prefix): "
+            f"{scheme}:// is not supported"
+        )
     try:
         fs, root = url_to_fs(lake)
     except (ValueError, ImportError) as err:

@@ -19,7 +19,8 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel
 
-from tasks.storage import url_to_fs
+from tasks.errors import LakeError
+from tasks.storage import dot_segments_problem, url_to_fs
 
 # No single lake write takes an hour; a temporary file that old has lost its writer.
 TEMPORARY_GRACE_S = 3600.0
@@ -41,6 +42,8 @@ class Lake:
     _root: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if problem := dot_segments_problem(self.uri):
+            raise LakeError(problem)
         # Several processes write the lake; a cached directory listing would hide their work.
         options = (
             {}

@@ -35,6 +35,18 @@ def url_to_fs(uri: str, **options: Any) -> tuple[fsspec.AbstractFileSystem, str]
     return fs, path
 
 
+def dot_segments_problem(uri: str) -> str | None:
+    """Why ``uri`` names no place as written: an object store's keys are literal, so a ``..``
+    segment is not its parent folder there (a path on disk is resolved as usual)."""
+    scheme, _, rest = uri.partition("://")
+    if rest and scheme not in ("file", "local") and ".." in rest.split("/"):
+        return (
+            f"{uri}: '..' is not a parent folder in an object store (its keys are literal); "
+            "write the prefix out in full"
+        )
+    return None
+
+
 def open_file(uri: str, mode: str = "rb", **kwargs: Any) -> Any:
     """``fsspec.open`` with this package's storage options."""
     return fsspec.open(uri, mode, **storage_options(uri), **kwargs)

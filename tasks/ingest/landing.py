@@ -7,7 +7,7 @@ from typing import Any
 
 from tasks.errors import SourceError
 from tasks.records import LandingFile
-from tasks.storage import url_to_fs
+from tasks.storage import dot_segments_problem, url_to_fs
 
 SUFFIXES: tuple[str, ...] = (".csv.gz", ".csv", ".parquet")
 
@@ -23,6 +23,8 @@ def source_format(uri: str) -> str | None:
 
 def list_landing(source: str) -> list[LandingFile]:
     """Every landing file under ``source``, sorted, with its size and content tag."""
+    if problem := dot_segments_problem(source):
+        raise SourceError(problem)
     fs, root = url_to_fs(source)
     try:
         if not fs.exists(root):
