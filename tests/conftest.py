@@ -187,3 +187,46 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             for line in leftover:
                 reporter.write_line(f"  {line}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# Scheduling on xdist workers -------------------------------------------------------------------
+# Modules that share an expensive session fixture run on one worker: the deployment tests'
+# Prefect server, deployments and worker (~40 s to set up) serve both of these.
+SHARED_SCOPES = {
+    "tests/integration/test_automations.py": "deployment-server",
+    "tests/integration/test_deployments.py": "deployment-server",
+}
+
+
+def scope_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: its module, or the group sharing its server."""
+    module = nodeid.split("::", 1)[0]
+    return SHARED_SCOPES.get(module, module)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest work first: the deployment-server group, then the modules of end-to-end runs,
+    then the quick ones that fill in at the end (whole modules go to one worker each; a long
+    one started last would leave the other worker idle while it runs)."""
+
+    slow = {scope_of(i.nodeid) for i in items if i.get_closest_marker("slow")}
+    first = {scope: n for n, scope in enumerate(dict.fromkeys(scope_of(i.nodeid) for i in items))}
+
+    def weight(item: pytest.Item) -> tuple[int, int]:
+        # Per work unit, so a unit's tests stay together and in their order.
+        scope = scope_of(item.nodeid)
+        rank = 0 if scope == "deployment-server" else 1 if scope in slow else 2
+        return (rank, first[scope])
+
+    items.sort(key=weight)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedScopeScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return SharedScopeScheduling(config, log)
