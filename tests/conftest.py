@@ -13,6 +13,7 @@ import yaml
 
 from tests.support.paths import DEMO_SPEC
 from tests.support.processes import forkserver_pid, free_port, wait_for_port
+from tests.support.specs import demo_spec_with
 
 # Before anything imports Prefect: keep its state out of ~/.prefect and .prefect/, give the
 # temporary API server time to migrate on a slow machine, and keep telemetry off the network.
@@ -75,15 +76,8 @@ def spec_variant(tmp_path: Path) -> Callable[..., str]:
     """Write the demo spec with some top-level or nested fields changed; return its path."""
 
     def make(name: str = "variant.yaml", **changes: Any) -> str:
-        data = yaml.safe_load(DEMO_SPEC.read_text())
-        for dotted, value in changes.items():
-            node = data
-            *parents, leaf = dotted.split("__")
-            for parent in parents:
-                node = node.setdefault(parent, {})
-            node[leaf] = value
         path = tmp_path / name
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        path.write_text(yaml.safe_dump(demo_spec_with(**changes), sort_keys=False))
         return str(path)
 
     return make

@@ -37,6 +37,7 @@ from tasks.errors import MlopsError
 from tasks.records import PipelineResult, QuarantineRecord
 from tasks.runtime.runner import resolve_cluster
 from tests.support.paths import DEMO_SPEC
+from tests.support.specs import demo_spec_with
 from tests.support.webhooks import Recorder
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
@@ -165,14 +166,7 @@ LANDING_FILES: dict[str, Callable[[Path, Path], object]] = {
 # Spec files, for `mlops run --spec` ---------------------------------------------------------------
 def _spec_with(**changes: Any) -> Callable[[Path], None]:
     def write(path: Path) -> None:
-        data = yaml.safe_load(DEMO_SPEC.read_text())
-        for dotted, value in changes.items():
-            node = data
-            *parents, leaf = dotted.split("__")
-            for parent in parents:
-                node = node[parent]
-            node[leaf] = value
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        path.write_text(yaml.safe_dump(demo_spec_with(**changes), sort_keys=False))
 
     return write
 
