@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import gc
+
 import psutil
 import pytest
+from distributed.gc import _gc_diagnosis
 
 from blocks.cluster import DaskClusterConfig
 from tasks.errors import ClusterError
-from tasks.runtime.runner import StageTaskRunner, cluster_config, cluster_name
+from tasks.runtime.runner import (
+    StageTaskRunner,
+    cluster_config,
+    cluster_name,
+)
 
 RUN_ID = "0d7f7b8e-3a52-4d6e-9b3c-1f2e3d4c5b6a"
 
@@ -34,6 +41,10 @@ def test_a_local_stage_cluster_is_sized_named_and_closed() -> None:
         assert runner._cluster is not None and runner._cluster.name.startswith("mlops-train-")
         worker_pids = set(client.run(lambda: __import__("os").getpid()).values())
         assert all(psutil.pid_exists(pid) for pid in worker_pids)
+        # The in-process scheduler's gc diagnosis is off: its callback printed tracebacks
+        # when Prefect's timeout alarm landed in it (a run of 1,000 partitions).
+        assert not _gc_diagnosis.enabled
+        assert not [cb for cb in gc.callbacks if "GCDiagnosis" in repr(cb)]
     # Closed with the stage: its worker processes are gone.
     assert not [p for p in worker_pids if psutil.pid_exists(p)]
 
