@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, TypeVar, cast
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from tasks.errors import PartitionError
 from tasks.ingest.cast import NULL_VALUES, cast_to_schema, csv_nulls
@@ -111,7 +112,7 @@ class HashingReader:
 
 def _dangling_link(fs: Any, path: str) -> bool:
     """Whether ``path`` is a symbolic link to nothing (a local store lists it as empty)."""
-    return "file" in fs.protocol and os.path.islink(path) and not os.path.exists(path)
+    return isinstance(fs, LocalFileSystem) and os.path.islink(path) and not os.path.exists(path)
 
 
 def is_small(file: LandingFile) -> bool:

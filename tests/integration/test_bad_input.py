@@ -30,7 +30,7 @@ from starlette.testclient import TestClient
 
 from blocks.cluster import DaskClusterConfig
 from deployments.cli import main
-from deployments.webhook import Gateway, create_app, sign
+from deployments.webhook import Gateway, create_app
 from flows.pipeline import ml_pipeline
 from tasks.demo_data import encode, make_frame
 from tasks.errors import MlopsError
@@ -38,7 +38,7 @@ from tasks.records import PipelineResult, QuarantineRecord
 from tasks.runtime.runner import resolve_cluster
 from tests.support.paths import DEMO_SPEC
 from tests.support.specs import demo_spec_with
-from tests.support.webhooks import Recorder
+from tests.support.webhooks import Recorder, s3_record, signed_headers
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 SECRET = "catalogue-secret-0123456789"
@@ -326,11 +326,7 @@ def _webhook(case: Case) -> tuple[int, str]:
     )
 
     def record(key: str) -> dict[str, Any]:
-        return {
-            "eventSource": "aws:s3",
-            "eventName": "ObjectCreated:Put",
-            "s3": {"bucket": {"name": "bucket"}, "object": {"key": key}},
-        }
+        return s3_record(key, bucket="bucket")
 
     bodies: dict[str, tuple[str, Any]] = {
         "body-a-list": ("generic", [{"dataset": "customers", "source_uri": "/data/landing/"}]),
@@ -349,8 +345,7 @@ def _webhook(case: Case) -> tuple[int, str]:
     }
     source, payload = bodies[case.name]
     body = json.dumps(payload).encode()
-    stamp = str(int(time.time()))
-    headers = {"X-Mlops-Timestamp": stamp, "X-Mlops-Signature": sign(SECRET, stamp, body)}
+    headers = signed_headers(SECRET, body)
     with TestClient(create_app(gateway)) as client:
         response = client.post(f"/hooks/{source}", content=body, headers=headers)
     assert emitted.arrivals == []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from deployments.webhook import Arrival
+import time
+from typing import Any
+
+from deployments.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, Arrival, sign
 
 
 class Recorder:
@@ -14,3 +17,24 @@ class Recorder:
     def __call__(self, arrival: Arrival) -> str:
         self.arrivals.append(arrival)
         return f"event-{len(self.arrivals)}"
+
+
+def signed_headers(secret: str, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
+    """The headers a sender signs ``body`` with (now, or at ``timestamp``)."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    return {
+        TIMESTAMP_HEADER: stamp,
+        SIGNATURE_HEADER: sign(secret, stamp, body),
+        "Content-Type": "application/json",
+    }
+
+
+def s3_record(
+    key: str, name: str = "ObjectCreated:Put", bucket: str = "lake-bucket"
+) -> dict[str, Any]:
+    """One record of an S3 event notification."""
+    return {
+        "eventSource": "aws:s3",
+        "eventName": name,
+        "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 10, "eTag": "abc"}},
+    }

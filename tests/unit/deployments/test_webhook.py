@@ -23,7 +23,7 @@ from deployments.webhook import (
     create_app,
     sign,
 )
-from tests.support.webhooks import Recorder
+from tests.support.webhooks import Recorder, s3_record, signed_headers
 
 pytestmark = pytest.mark.timeout(60)
 SECRET = "test-secret-0123456789abcdef"
@@ -62,23 +62,10 @@ def post(
     headers: dict[str, str] | None = None,
 ) -> Any:
     body = raw if raw is not None else json.dumps(payload).encode()
-    stamp = str(int(time.time()) if timestamp is None else timestamp)
-    signed = {
-        "X-Mlops-Timestamp": stamp,
-        "X-Mlops-Signature": sign(secret, stamp, body),
-        "Content-Type": "application/json",
-    }
+    signed = signed_headers(secret, body, timestamp=timestamp)
     return client.post(
         f"/hooks/{source}", content=body, headers=signed if headers is None else headers
     )
-
-
-def s3_record(key: str, name: str = "ObjectCreated:Put", bucket: str = "lake-bucket") -> dict:
-    return {
-        "eventSource": "aws:s3",
-        "eventName": name,
-        "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 10, "eTag": "abc"}},
-    }
 
 
 def test_health(client: TestClient) -> None:
