@@ -212,25 +212,39 @@ def _positive(unit: str) -> Callable[[str], float]:
     return parse
 
 
+def _refuse(found: Sequence[str | None]) -> int:
+    """Exit code 2 with one line per problem; 0 to go ahead."""
+    problems = [p for p in found if p]
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 2 if problems else 0
+
+
 def _preflight(*, spec: str, lake: str, source: str) -> int:
     """Exit code 2 with one line per problem when the spec, source or lake is wrong (before
     Prefect starts); 0 to go ahead."""
     from deployments.preflight import problems
 
-    found = problems(spec=spec, lake=lake, source=source)
-    for problem in found:
-        print(f"error: {problem}", file=sys.stderr)
-    return 2 if found else 0
+    return _refuse(problems(spec=spec, lake=lake, source=source))
 
 
 def _run(args: argparse.Namespace) -> int:
     if code := _preflight(spec=args.spec, lake=args.lake, source=args.source):
         return code
-    # Subcommands import what they use when they run: `mlops --help` stays instant.
-    from deployments.progress import ProgressDisplay
-    from flows.pipeline import ml_pipeline
-    from tasks.runtime.caching import CacheOptions
-    from tasks.runtime.progress import progress_listener
+    from deployments.server import ephemeral_api_started
+
+    # The spec's expectations are checked and the flows imported while a temporary Prefect
+    # API (no server configured) starts beside them.
+    with ephemeral_api_started():
+        from deployments.preflight import expectations_problem
+
+        if code := _refuse([expectations_problem(spec=args.spec, lake=args.lake)]):
+            return code
+        # Subcommands import what they use when they run: `mlops --help` stays instant.
+        from deployments.progress import ProgressDisplay
+        from flows.pipeline import ml_pipeline
+        from tasks.runtime.caching import CacheOptions
+        from tasks.runtime.progress import progress_listener
 
     cache = CacheOptions(refresh=args.refresh, expiration_days=args.cache_expiration_days)
     with contextlib.ExitStack() as stack:
@@ -250,10 +264,13 @@ def _run(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     if code := _preflight(spec=args.spec, lake=args.lake, source=args.source):
         return code
-    from deployments.progress import ProgressDisplay
-    from flows.score import score_flow
-    from tasks.runtime.caching import CacheOptions
-    from tasks.runtime.progress import progress_listener
+    from deployments.server import ephemeral_api_started
+
+    with ephemeral_api_started():
+        from deployments.progress import ProgressDisplay
+        from flows.score import score_flow
+        from tasks.runtime.caching import CacheOptions
+        from tasks.runtime.progress import progress_listener
 
     with contextlib.ExitStack() as stack:
         if not args.no_progress:

@@ -12,8 +12,10 @@ import os
 
 from tasks.errors import MlopsError
 from tasks.ingest.landing import list_landing
+from tasks.lake import Lake
 from tasks.spec import load_spec
 from tasks.storage import dot_segments_problem, url_to_fs
+from tasks.validate.expectations import check_expectations_once
 
 # Where a lake may be: a folder, or an object store whose writes are atomic per object.
 LAKE_SCHEMES = frozenset({"file", "local", "s3", "s3a", "gs", "gcs", "abfs", "az", "memory"})
@@ -72,3 +74,21 @@ def problems(*, spec: str, lake: str, source: str | None = None) -> list[str]:
     if source is not None:
         found.append(check_source(source))
     return [p for p in found if p]
+
+
+def expectations_problem(*, spec: str, lake: str) -> str | None:
+    """The spec's expectations must build under the installed Great Expectations.
+
+    Slower than the checks above when it runs (GX takes ~3 s to import), so it comes after
+    them; once a run's own check passed, the lake records it and later runs skip both (and
+    GX). Nothing is written here: a run refused later (an unreachable cluster) leaves no
+    lake behind. A lake that cannot be read now is left to the run, which checks again with
+    retries.
+    """
+    try:
+        check_expectations_once(load_spec(spec), Lake(lake), record=False)
+    except MlopsError as err:
+        return str(err)
+    except OSError:
+        return None
+    return None

@@ -233,7 +233,7 @@ CASES = [
     Case("spec", "column-with-a-newline", "columns.'age\\nchurned': column names may not"),
     Case("spec", "target-not-a-column", "target: 'churn' is not one of the columns"),
     Case("spec", "key-is-the-target", "key: the key column cannot be the target"),
-    Case("spec", "unknown-expectation", "expectations.0 (expect_magic): expect_magic not found", 1),
+    Case("spec", "unknown-expectation", "expectations.0 (expect_magic): expect_magic not found"),
     Case("spec", "partition-size", "ingest.partition_size: 'lots' is not a size"),
     Case("spec", "name-like-a-prefix", "name: String should match pattern"),
     # Other command-line arguments.
