@@ -14,7 +14,7 @@ from tasks.records import PipelineResult
 from tasks.runtime.caching import CacheOptions
 from tasks.runtime.lease import flow_uses_lake
 from tasks.runtime.naming import dataset_run_name
-from tasks.runtime.runner import resolve_cluster_task, stage_task_runner
+from tasks.runtime.runner import closing_in_background, resolve_cluster_task, stage_task_runner
 from tasks.spec import load_spec_task
 from tasks.validate.tasks import check_expectations_task
 
@@ -49,7 +49,8 @@ def ml_pipeline(
     config = resolve_cluster_task(cluster)
     landing = list_landing_task(source)
     check_expectations_task(dataset, lake=lake)
-    with flow_uses_lake(lake):
+    # Each stage's cluster closes while the next starts; all are closed before the lease ends.
+    with flow_uses_lake(lake), closing_in_background() as closings:
         clock = StageClock()
         with clock("ingest"):
             ingested = ingest_flow.with_options(
@@ -58,6 +59,7 @@ def ml_pipeline(
                     cluster=config,
                     partitions=len(landing),
                     total_bytes=sum(f.bytes for f in landing),
+                    closings=closings,
                 )
             )(spec=spec, source=source, lake=lake, cluster=cluster, cache=cache)
         version = ingested.version
@@ -68,6 +70,7 @@ def ml_pipeline(
                     cluster=config,
                     partitions=len(version.partitions),
                     total_bytes=version.bytes,
+                    closings=closings,
                 )
             )(spec=spec, lake=lake, dataset_version=version.version, cluster=cluster, cache=cache)
         # Training and promotion both work on the accepted partitions only.
@@ -77,11 +80,15 @@ def ml_pipeline(
         }
         with clock("train"):
             candidate = train_flow.with_options(
-                task_runner=stage_task_runner("train", cluster=config, **accepted)
+                task_runner=stage_task_runner(
+                    "train", cluster=config, closings=closings, **accepted
+                )
             )(spec=spec, lake=lake, dataset_version=version.version, cluster=cluster)
         with clock("promote"):
             decision = promote_flow.with_options(
-                task_runner=stage_task_runner("promote", cluster=config, **accepted)
+                task_runner=stage_task_runner(
+                    "promote", cluster=config, closings=closings, **accepted
+                )
             )(spec=spec, lake=lake, model_version=candidate.version, cluster=cluster)
 
         result = pipeline_result(

@@ -4,16 +4,21 @@ parameter becomes a config.
 Each stage flow runs on its own cluster, planned from the cluster config
 (``blocks/cluster.py``) and the partitions the stage must process (``plan.py``), created
 when the stage first needs it and closed when the stage ends, on success and on failure
-(the runner's exit stack owns it).
+(the runner's exit stack owns it). Inside a pipeline run a stage's cluster closes, and
+writes its performance report, while the next stage starts (:class:`StageClosings`); the
+run ends only once every one has closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 import multiprocessing
 import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from typing import Any, cast
 
 import dask
@@ -106,6 +111,65 @@ def cluster_name(stage: str, flow_run_id: str | None) -> str:
     return f"mlops-{stage}-{suffix}"
 
 
+logger = logging.getLogger(__name__)
+
+
+class StageClosings:
+    """Stage clusters closing in the background, each with its performance report.
+
+    Collecting a stage's report costs its scheduler about a second, and closing its workers
+    a fraction more: work the next stage need not wait for. Errors are kept and raised by
+    :meth:`join`, so a cluster that fails to close still fails the run.
+    """
+
+    def __init__(self) -> None:
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+
+    def __reduce__(self) -> tuple[type[StageClosings], tuple[()]]:
+        # Task runs carry their flow run's context, task runner included, to the workers:
+        # there an empty one stands in (threads and locks do not pickle, nor mean anything).
+        return (StageClosings, ())
+
+    def close_later(self, stack: ExitStack, *, stage: str) -> None:
+        def close() -> None:
+            try:
+                stack.close()
+            except BaseException as err:  # raised again by join(), in the run's thread
+                logger.warning("Stage %s: closing its cluster failed: %s", stage, err)
+                self._errors.append(err)
+
+        # In a copy of this thread's context, as Prefect runs its heartbeat thread: the
+        # report's link goes to the same Prefect API as the stage (settings live there).
+        thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(close,), name=f"mlops-close-{stage}"
+        )
+        thread.start()
+        self._threads.append(thread)
+
+    def join(self) -> None:
+        """Wait for every stage to close; raise the first error one met."""
+        for thread in self._threads:
+            thread.join()
+        if self._errors:
+            raise self._errors[0]
+
+
+@contextmanager
+def closing_in_background() -> Iterator[StageClosings]:
+    """Stage clusters handed to the yielded :class:`StageClosings` (``stage_task_runner(...,
+    closings=...)``) close while the block goes on; all have closed when it ends, also when
+    it fails (then a closing error is logged, not raised over the block's own)."""
+    closings = StageClosings()
+    try:
+        yield closings
+    except BaseException:
+        with suppress(Exception):
+            closings.join()
+        raise
+    closings.join()
+
+
 class StageTaskRunner(DaskTaskRunner):
     """A DaskTaskRunner whose cluster is planned from a cluster config when first needed.
 
@@ -122,14 +186,19 @@ class StageTaskRunner(DaskTaskRunner):
         cluster: DaskClusterConfig | str | None = None,
         partitions: int | None = None,
         total_bytes: int | None = None,
+        closings: StageClosings | None = None,
     ) -> None:
         super().__init__()
         self.stage: Stage = stage
         self.cluster = cluster
         self.partitions = partitions
         self.total_bytes = total_bytes
+        self.closings = closings
         self.plan: StagePlan | None = None
         self._worker_api: str | None = None
+        # Process-wide settings the stage holds while it runs (the worker start method);
+        # left when the stage ends, never from a background closing.
+        self._settings = ExitStack()
 
     def submit(
         self, task: Any, parameters: Any, wait_for: Any = None, dependencies: Any = None
@@ -159,7 +228,18 @@ class StageTaskRunner(DaskTaskRunner):
             cluster=self.cluster,
             partitions=self.partitions,
             total_bytes=self.total_bytes,
+            closings=self.closings,
         )
+
+    def __exit__(self, *args: Any) -> None:
+        """Close the stage's cluster (and write its report): now, or, with ``closings``,
+        in the background while the run goes on to its next stage."""
+        try:
+            if self.closings is not None and self._client is not None:
+                self.closings.close_later(self._exit_stack.pop_all(), stage=self.stage)
+            super().__exit__(*args)
+        finally:
+            self._settings.close()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, StageTaskRunner) and (
@@ -188,7 +268,7 @@ class StageTaskRunner(DaskTaskRunner):
         target: Any = plan.address
         kwargs = plan.cluster_kwargs
         if plan.mode == "local" and kwargs.get("processes", True):
-            self._exit_stack.enter_context(forked_workers())
+            self._settings.enter_context(forked_workers())
             # A forked worker inherits the forkserver's environment, from when it started:
             # hand it this process's as it is now (what a spawned worker would inherit).
             kwargs = {**kwargs, "env": {**os.environ, **kwargs.get("env", {})}}
@@ -323,10 +403,16 @@ def stage_task_runner(
     cluster: DaskClusterConfig | str | None = None,
     partitions: int | None = None,
     total_bytes: int | None = None,
+    closings: StageClosings | None = None,
 ) -> TaskRunner[Any]:
-    """The runner for ``stage``: sized for ``partitions`` (``max_workers`` when unknown)."""
+    """The runner for ``stage``: sized for ``partitions`` (``max_workers`` when unknown);
+    its cluster closes when the stage ends, or in the background with ``closings``."""
     return StageTaskRunner(
-        stage=stage, cluster=cluster, partitions=partitions, total_bytes=total_bytes
+        stage=stage,
+        cluster=cluster,
+        partitions=partitions,
+        total_bytes=total_bytes,
+        closings=closings,
     )
 
 

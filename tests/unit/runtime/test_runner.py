@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import pickle
+from contextlib import ExitStack
 
 import psutil
 import pytest
@@ -11,7 +13,9 @@ from distributed.gc import _gc_diagnosis
 from blocks.cluster import DaskClusterConfig
 from tasks.errors import ClusterError
 from tasks.runtime.runner import (
+    StageClosings,
     StageTaskRunner,
+    closing_in_background,
     cluster_config,
     cluster_name,
 )
@@ -174,3 +178,51 @@ def test_local_workers_see_the_environment_as_it_is_when_their_stage_starts(
             # Read in the worker (a bound os.environ.get would carry this process's copy).
             seen = runner.client.run(lambda: os.environ.get("MLOPS_TEST_MARK"))
         assert set(seen.values()) == {value}
+
+
+@pytest.mark.timeout(120)
+def test_a_stage_in_a_run_closes_its_cluster_in_the_background_and_the_run_waits() -> None:
+    """Inside ``closing_in_background`` the stage's exit hands its cluster to a thread; the
+    block ends only once the workers are gone."""
+    with closing_in_background() as closings:
+        runner = StageTaskRunner(
+            stage="ingest",
+            cluster=DaskClusterConfig(max_workers=1, threads_per_worker=1),
+            partitions=2,
+            total_bytes=1000,
+            closings=closings,
+        )
+        assert runner.duplicate().closings is closings  # Prefect runs the flow on a copy
+        with runner:
+            client = runner.ready_client()
+            worker_pids = set(client.run(lambda: __import__("os").getpid()).values())
+        # The stage is left at once: the cluster is handed to a closing thread.
+        assert [t.name for t in closings._threads] == ["mlops-close-ingest"]
+    assert not [p for p in worker_pids if psutil.pid_exists(p)]
+    # Task runs carry the runner to workers: what arrives there is an empty stand-in.
+    assert isinstance(pickle.loads(pickle.dumps(closings)), StageClosings)
+
+
+@pytest.mark.timeout(60)
+def test_a_cluster_that_fails_to_close_fails_the_run_after_every_other_closed() -> None:
+    class Broken:
+        def __enter__(self) -> Broken:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            raise RuntimeError("scheduler gone")
+
+    closed: list[str] = []
+    with pytest.raises(RuntimeError, match="scheduler gone"), closing_in_background() as closings:
+        broken, fine = ExitStack(), ExitStack()
+        broken.enter_context(Broken())
+        fine.callback(closed.append, "validate")
+        closings.close_later(broken, stage="ingest")
+        closings.close_later(fine, stage="validate")
+    assert closed == ["validate"]
+    # When the block itself fails, its own error is the one raised.
+    with pytest.raises(ValueError, match="bad partition"), closing_in_background() as closings:
+        broken = ExitStack()
+        broken.enter_context(Broken())
+        closings.close_later(broken, stage="ingest")
+        raise ValueError("bad partition")
