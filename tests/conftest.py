@@ -41,6 +41,16 @@ def prefect_api() -> Iterator[str]:
         yield str(PREFECT_API_URL.value())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def worker_imports() -> None:
+    """This test process's forkserver, started first with every stage's worker imports: the
+    session runs every stage many times, and the first stage started would preload only
+    its own stage's. It imports in the background while the first tests run."""
+    from tasks.runtime.runner import WORKER_IMPORTS, start_forkserver
+
+    start_forkserver(WORKER_IMPORTS)
+
+
 @pytest.fixture(scope="session")
 def demo_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four clean landing files (CSV, gzip CSV, Parquet, CSV), 6,000 rows."""

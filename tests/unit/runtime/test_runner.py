@@ -13,11 +13,13 @@ from distributed.gc import _gc_diagnosis
 from blocks.cluster import DaskClusterConfig
 from tasks.errors import ClusterError
 from tasks.runtime.runner import (
+    WORKER_IMPORTS,
     StageClosings,
     StageTaskRunner,
     closing_in_background,
     cluster_config,
     cluster_name,
+    start_forkserver,
 )
 
 RUN_ID = "0d7f7b8e-3a52-4d6e-9b3c-1f2e3d4c5b6a"
@@ -178,6 +180,36 @@ def test_local_workers_see_the_environment_as_it_is_when_their_stage_starts(
             # Read in the worker (a bound os.environ.get would carry this process's copy).
             seen = runner.client.run(lambda: os.environ.get("MLOPS_TEST_MARK"))
         assert set(seen.values()) == {value}
+
+
+@pytest.mark.timeout(120)
+def test_local_workers_start_with_their_stage_imports_and_read_prefect_settings_anew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The forkserver imported Prefect, GX and XGBoost once; a worker forked from it has
+    them before its first task, and Prefect's settings come from the worker's environment
+    (the one its stage gives it), not from the forkserver's at its start."""
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    start_forkserver(WORKER_IMPORTS)  # a no-op where an earlier test started it
+    for port in (9, 10):
+        api = f"http://127.0.0.1:{port}/api"
+        monkeypatch.setenv("PREFECT_API_URL", api)
+        runner = StageTaskRunner(
+            stage="score",
+            cluster=DaskClusterConfig(max_workers=1, adaptive=False),
+            partitions=2,
+        )
+        with runner:
+            seen = runner.client.run(
+                lambda: (
+                    sorted(m for m in WORKER_IMPORTS["score"] if m in sys.modules),
+                    str(PREFECT_API_URL.value()),
+                )
+            )
+        assert list(seen.values()) == [(sorted(WORKER_IMPORTS["score"]), api)]
 
 
 @pytest.mark.timeout(120)
