@@ -72,6 +72,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator[
         # The UI calls the API at this address (Prefect's default is port 4200).
         "PREFECT_UI_API_URL": api,
         "DASK_LOGGING__DISTRIBUTED": "warning",
+        # As deployed: run logs go to the server, whose automations run (tests/conftest.py
+        # turns these off for the session's temporary API only).
+        "PREFECT_LOGGING_TO_API_ENABLED": "true",
+        "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "true",
         # A run nobody picks up is marked Late after 3 s (Prefect's default is 15 s).
         "PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS": "3",
         "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "1",
