@@ -22,7 +22,9 @@ b to g run in each mode: ``embedded`` (no Prefect server: each run starts Prefec
 ephemeral API, what ``make run`` and ``mlops run`` do out of the box) and ``server`` (one
 ``prefect server start`` for the whole benchmark, as a user with a Prefect server has).
 Every measurement is a fresh process, timed from start to exit, with the peak memory of it
-and all its children (Dask workers included). Prints a table and writes JSON.
+and all its children (Dask workers included), as the sum of their PSS (a page shared by
+several of them counted once; the RSS sum is reported beside it). Prints a table and
+writes JSON.
 
     python -m benchmarks.run --sizes 1M,4M --repeats 1 --out .mlops/bench/results.json
 """
@@ -71,7 +73,8 @@ TARGETS = {
 @dataclass
 class Measured:
     seconds: float
-    peak_bytes: int
+    peak_bytes: int  # PSS of the process tree (see tree_memory)
+    peak_rss_bytes: int
     output: dict[str, Any] = field(default_factory=dict)
 
 
@@ -81,32 +84,44 @@ def parse_size(text: str) -> int:
     return int(float(text.rstrip("KM")) * scale)
 
 
-def tree_rss(process: psutil.Process) -> int:
-    total = 0
+def tree_memory(process: psutil.Process) -> tuple[int, int]:
+    """Memory of ``process`` and its children: the sum of their proportional set sizes (each
+    shared page counted once across them), and the plain sum of their RSS.
+
+    RSS counts a page once per process that maps it: the libraries every Python process
+    loads, and the pages Dask workers share with the forkserver they were forked from. PSS
+    splits each shared page among its sharers, so the tree's sum is the memory it holds;
+    where the platform has no PSS, RSS stands in.
+    """
+    pss = rss = 0
     try:
         processes = [process, *process.children(recursive=True)]
     except psutil.Error:  # it (or a child) exited between two calls
-        return 0
+        return 0, 0
     for p in processes:
         with suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total
+            info = p.memory_full_info()
+            rss += info.rss
+            pss += getattr(info, "pss", info.rss)
+    return pss, rss
 
 
 def measure(command: list[str], *, env: dict[str, str], cwd: str) -> Measured:
-    """Run ``command`` to completion; wall time, peak RSS of its process tree, last JSON line."""
+    """Run ``command`` to completion; wall time, peak memory of its process tree (PSS, and
+    RSS alongside), last JSON line."""
     started = time.perf_counter()
     child = subprocess.Popen(
         command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     process = psutil.Process(child.pid)
-    peak = 0
+    peak = peak_rss = 0
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, peak_rss
         while not done.is_set():
-            peak = max(peak, tree_rss(process))
+            pss, rss = tree_memory(process)
+            peak, peak_rss = max(peak, pss), max(peak_rss, rss)
             done.wait(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -119,7 +134,7 @@ def measure(command: list[str], *, env: dict[str, str], cwd: str) -> Measured:
         raise RuntimeError(f"{' '.join(command)} exited {child.returncode}:\n{stderr[-4000:]}")
     # Each command prints one JSON document on stdout (logs go to stderr).
     output: dict[str, Any] = json.loads(stdout) if stdout.strip() else {}
-    return Measured(seconds=seconds, peak_bytes=peak, output=output)
+    return Measured(seconds=seconds, peak_bytes=peak, peak_rss_bytes=peak_rss, output=output)
 
 
 def free_port() -> int:
@@ -281,10 +296,12 @@ def summarize(measured: dict[str, Measured], baseline: Measured) -> dict[str, An
     baseline_train = sum(baseline.output["timings"][p] for p in ("read", "prepare", "train"))
     data_bytes = baseline.output["frame_bytes"]
     peak = max((m.peak_bytes for k, m in measured.items() if k in "bcdefg"), default=0)
+    peak_rss = max((m.peak_rss_bytes for k, m in measured.items() if k in "bcdefg"), default=0)
     ratios = scoring_ratios(measured)
     return {
         "seconds": seconds,
         "peak_bytes": {k: m.peak_bytes for k, m in measured.items()},
+        "peak_rss_bytes": {k: m.peak_rss_bytes for k, m in measured.items()},
         "ratios": {
             "cold/baseline": seconds["b"] / baseline.seconds,
             "train/baseline train": seconds["e"] / baseline_train,
@@ -293,6 +310,8 @@ def summarize(measured: dict[str, Measured], baseline: Measured) -> dict[str, An
             "2000 files/16 files": seconds["f"] / seconds["b"],
             "1 file/16 files": seconds["g"] / seconds["b"],
             "peak memory/data": peak / data_bytes,
+            # The old measure, every process's RSS added (shared pages counted per process).
+            "peak RSS sum/data": peak_rss / data_bytes,
             **ratios,
         },
         "split_seconds": measured["h"].output.get("split_seconds", {}),
