@@ -40,15 +40,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Reinstall only when the package metadata changes. --no-compile: pip would byte-compile
-# every module of every package (half of a fresh install's 95 s here); Python compiles
-# the ones a run imports, once, when it first imports them.
+# Reinstall only when the package metadata changes.
 $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --no-compile -e .
+	$(BIN)/pip install --quiet -e .
 	@touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --no-compile -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev]"
 	@touch $@ $(VENV)/.run-installed
 
 $(SOURCE):
