@@ -14,12 +14,7 @@ from tasks.records import PipelineResult
 from tasks.runtime.caching import CacheOptions
 from tasks.runtime.lease import flow_uses_lake
 from tasks.runtime.naming import dataset_run_name
-from tasks.runtime.runner import (
-    closing_in_background,
-    resolve_cluster_task,
-    stage_task_runner,
-    start_worker_imports,
-)
+from tasks.runtime.runner import closing_in_background, resolve_cluster_task, stage_task_runner
 from tasks.spec import load_spec_task
 from tasks.validate.tasks import check_expectations_task
 
@@ -52,8 +47,6 @@ def ml_pipeline(
     # data is touched; the expectation check goes last, as it records in the lake that it passed.
     dataset = load_spec_task(spec)
     config = resolve_cluster_task(cluster)
-    # Local workers' imports (Prefect, GX, XGBoost) start now, beside the input checks.
-    start_worker_imports(config, stages=("ingest", "validate", "train", "promote"))
     landing = list_landing_task(source)
     check_expectations_task(dataset, lake=lake)
     # Each stage's cluster closes while the next starts; all are closed before the lease ends.

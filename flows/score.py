@@ -13,7 +13,7 @@ from tasks.runtime.caching import CacheOptions, map_cached
 from tasks.runtime.lease import flow_uses_lake
 from tasks.runtime.naming import dataset_run_name
 from tasks.runtime.progress import StageProgress, run_logger
-from tasks.runtime.runner import stage_task_runner, start_worker_imports
+from tasks.runtime.runner import stage_task_runner
 from tasks.score.manifest import scoring_result
 from tasks.score.tasks import (
     SCORE_CACHE,
@@ -56,8 +56,6 @@ def score_flow(
             (by default its predictions stand).
     """
     dataset = load_spec_task(spec)
-    # Local workers' imports (Prefect, GX, XGBoost) start now, beside the model checks.
-    start_worker_imports(cluster, stages=("score",))
     with flow_uses_lake(lake):
         # No champion, an unknown version or a model of other columns fails before any data.
         chosen = resolve_model_task(lake=lake, spec=dataset, model=model)

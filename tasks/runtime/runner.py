@@ -380,8 +380,8 @@ class StageTaskRunner(DaskTaskRunner):
 # What each stage's workers import before their first task, at seconds of CPU each here
 # (Great Expectations ~4 s, XGBoost with scikit-learn ~1.5 s, Prefect ~1 s). The forkserver
 # imports them once, so every worker forked from it starts with them, in every stage of
-# every run of this process. A process that runs one stage (a stage flow alone) preloads
-# only what that stage's workers use; a pipeline, all of them. Third-party libraries only;
+# every run of this process. The first stage that creates local workers decides: a process
+# that runs one stage preloads only what its workers use. Third-party libraries only;
 # a name that does not import is skipped by the forkserver.
 _EVERY_WORKER = ("prefect", "prefect_dask")
 _GX = ("great_expectations",)
@@ -406,9 +406,10 @@ def start_forkserver(stages: Iterable[Stage]) -> None:
     """Start this process's forkserver now, with the imports of the workers of ``stages``,
     if it is not running.
 
-    It returns at once: the forkserver imports while the caller goes on (a pipeline calls
-    this first, so the imports overlap its input checks and first stage's planning). The
-    first worker forked waits for them; every later one starts with them done.
+    It returns at once: the forkserver imports while the caller goes on. The first worker
+    forked waits for them; every later one starts with them done. It is started when a
+    stage first creates local workers, not earlier: a run with nothing to compute (a warm
+    re-run) starts no worker and pays for no imports.
     """
     if not has_forkserver():
         return
@@ -419,23 +420,6 @@ def start_forkserver(stages: Iterable[Stage]) -> None:
     ours = dict.fromkeys(name for stage in stages for name in WORKER_IMPORTS[stage])
     context.set_forkserver_preload(["distributed", *required_packages, *optional_packages, *ours])
     forkserver.ensure_running()
-
-
-def start_worker_imports(
-    cluster: DaskClusterConfig | str | None, *, stages: Iterable[Stage]
-) -> None:
-    """:func:`start_forkserver` for ``stages`` if ``cluster`` names a local cluster (its
-    workers are forked).
-
-    A block name is not looked up here (that is a call to the API): its stage's cluster
-    starts the forkserver when it starts.
-    """
-    if isinstance(cluster, DaskClusterConfig):
-        local = cluster.mode == "local"
-    else:
-        local = cluster is None or cluster.strip() in ("", "local")
-    if local:
-        start_forkserver(stages)
 
 
 @contextmanager
