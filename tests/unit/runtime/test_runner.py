@@ -165,37 +165,28 @@ def test_cluster_names_are_unique_per_flow_run_and_valid_for_kubernetes() -> Non
 def test_local_workers_see_the_environment_as_it_is_when_their_stage_starts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Workers are forked from a forkserver started by an earlier stage: they must still see
-    what this process's environment holds now (e.g. credentials set since)."""
+    """Workers are forked from a forkserver started by an earlier stage, which imported
+    Prefect, GX and XGBoost once: a worker has them before its first task, and still sees
+    what this process's environment holds now (e.g. credentials set since), Prefect's
+    settings included (not the forkserver's, read at its start)."""
     import os
-
-    for value in ("first", "second"):
-        monkeypatch.setenv("MLOPS_TEST_MARK", value)
-        runner = StageTaskRunner(
-            stage="validate",
-            cluster=DaskClusterConfig(max_workers=1, adaptive=False),
-            partitions=2,
-        )
-        with runner:
-            # Read in the worker (a bound os.environ.get would carry this process's copy).
-            seen = runner.client.run(lambda: os.environ.get("MLOPS_TEST_MARK"))
-        assert set(seen.values()) == {value}
-
-
-@pytest.mark.timeout(120)
-def test_local_workers_start_with_their_stage_imports_and_read_prefect_settings_anew(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The forkserver imported Prefect, GX and XGBoost once; a worker forked from it has
-    them before its first task, and Prefect's settings come from the worker's environment
-    (the one its stage gives it), not from the forkserver's at its start."""
     import sys
 
     from prefect.settings import PREFECT_API_URL
 
     start_forkserver(WORKER_IMPORTS)  # a no-op where an earlier test started it
-    for port in (9, 10):
+
+    def in_worker() -> tuple[str | None, list[str], str]:
+        # Read in the worker (a bound os.environ.get would carry this process's copy).
+        return (
+            os.environ.get("MLOPS_TEST_MARK"),
+            sorted(m for m in WORKER_IMPORTS["score"] if m in sys.modules),
+            str(PREFECT_API_URL.value()),
+        )
+
+    for value, port in (("first", 9), ("second", 10)):
         api = f"http://127.0.0.1:{port}/api"
+        monkeypatch.setenv("MLOPS_TEST_MARK", value)
         monkeypatch.setenv("PREFECT_API_URL", api)
         runner = StageTaskRunner(
             stage="score",
@@ -203,13 +194,8 @@ def test_local_workers_start_with_their_stage_imports_and_read_prefect_settings_
             partitions=2,
         )
         with runner:
-            seen = runner.client.run(
-                lambda: (
-                    sorted(m for m in WORKER_IMPORTS["score"] if m in sys.modules),
-                    str(PREFECT_API_URL.value()),
-                )
-            )
-        assert list(seen.values()) == [(sorted(WORKER_IMPORTS["score"]), api)]
+            seen = runner.client.run(in_worker)
+        assert list(seen.values()) == [(value, sorted(WORKER_IMPORTS["score"]), api)]
 
 
 @pytest.mark.timeout(120)
