@@ -28,7 +28,7 @@ from tasks.train.checkpoint import (
     merge_history,
     stopped_early,
 )
-from tasks.train.evaluation import model_curves, shap_importance, shap_sample
+from tasks.train.evaluation import model_curves, shap_importance, shap_result, shap_sample
 from tasks.train.features import LABEL_COLUMN, SPLIT_COLUMN, SPLITS, prepare_frame
 from tasks.train.metrics import evaluate
 from tasks.train.profile import training_profile
@@ -282,6 +282,11 @@ def train_distributed(
     # Keep exactly the best trees: every later user of the model then predicts the same way.
     if best_iteration + 1 < rounds:
         booster = booster[: best_iteration + 1]
+    # TreeSHAP on a sample of the test rows runs on the workers while the model is
+    # evaluated and profiled (the flow process draws curves meanwhile): collected last.
+    shap_started = time.perf_counter()
+    sample = shap_sample(client, prepared, layout, test_rows=rows["test"])
+    pending_shap = shap_importance(client, booster, sample, layout)
     started = time.perf_counter()
     # The champion (to draw beside the candidate) is the base of a warm start: scored once.
     others = [b for b in (base, compare[1] if compare else None) if b is not None]
@@ -312,13 +317,7 @@ def train_distributed(
             )
         )
     timings["evaluate_seconds"] = time.perf_counter() - started
-    started = time.perf_counter()
-    sample = shap_sample(client, prepared, layout, test_rows=len(y_test))
-    evaluation = evaluation.model_copy(
-        update={"shap": shap_importance(booster, sample, layout), "shap_rows": len(sample)}
-    )
-    timings["shap_seconds"] = time.perf_counter() - started
-    started = time.perf_counter()
+    profile_started = time.perf_counter()
     profile = training_profile(
         client,
         prepared,
@@ -328,7 +327,12 @@ def train_distributed(
         test_predictions=test_predictions,
         bins=profile_bins,
     )
-    timings["profile_seconds"] = time.perf_counter() - started
+    timings["profile_seconds"] = time.perf_counter() - profile_started
+    evaluation = evaluation.model_copy(
+        update={"shap": shap_result(pending_shap), "shap_rows": len(sample)}
+    )
+    # From drawing the sample to having the importance (overlapping evaluation and profile).
+    timings["shap_seconds"] = time.perf_counter() - shap_started
     return TrainedModel(
         booster=booster,
         history=history,

@@ -5,16 +5,17 @@ classes, residuals for regression) come from the labels and predictions of the t
 already gathered to score the model; the champion's are drawn on the same rows when it
 encodes rows the same way, so the promotion decision can be seen. SHAP importance is the
 mean absolute TreeSHAP contribution (XGBoost's ``pred_contribs``) per feature, on a sample
-of up to 2,000 test rows drawn on the cluster.
+of up to 2,000 test rows drawn and computed on the cluster.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-from distributed import Client
+from distributed import Client, Future
 
 from tasks.records import FeatureLayout, ModelCurves
 from tasks.train.features import SPLIT_COLUMN, SPLITS
@@ -27,8 +28,9 @@ if TYPE_CHECKING:
 CURVE_POINTS = 200
 CALIBRATION_BINS = 10
 RESIDUAL_POINTS = 1000
-# TreeSHAP costs trees x leaves x depth^2 per row (about 1 ms a row for 200 trees of depth 6
-# here): a sample of 2,000 rows ranks the features as well as all of them, in a second or two.
+# TreeSHAP costs trees x leaves x depth^2 per row (about 2.5 ms a row on one thread for 200
+# trees of depth 6 here): a sample of 2,000 rows ranks the features as well as all of them,
+# in a few seconds of the workers' threads.
 SHAP_ROWS = 2_000
 
 
@@ -84,21 +86,55 @@ def model_curves(
     return curves.model_copy(update={"residuals": residuals[:RESIDUAL_POINTS]})
 
 
-def shap_importance(
-    booster: xgboost.Booster, sample: pd.DataFrame, layout: FeatureLayout
-) -> dict[str, float]:
-    """Mean |TreeSHAP contribution| per feature over ``sample`` (test rows' model inputs)."""
+def contribution_sums(
+    rows: pd.DataFrame, *, booster: xgboost.Booster, layout: FeatureLayout
+) -> np.ndarray:
+    """Sum over ``rows`` of each feature's |TreeSHAP contribution| (bias last), averaged over
+    classes for a multiclass model."""
     import xgboost
 
-    if sample.empty:
-        return {}
-    matrix = xgboost.DMatrix(sample[layout.features], enable_categorical=True)
+    matrix = xgboost.DMatrix(rows[layout.features], enable_categorical=True)
     contributions = np.abs(np.asarray(booster.predict(matrix, pred_contribs=True)))
     # Rows x (features + bias), or rows x classes x (features + bias) for classes.
-    means = contributions.mean(axis=0)
-    if means.ndim == 2:
-        means = means.mean(axis=0)
+    sums = contributions.sum(axis=0)
+    return np.asarray(sums.mean(axis=0) if sums.ndim == 2 else sums)
+
+
+def shap_importance(
+    client: Client, booster: xgboost.Booster, sample: pd.DataFrame, layout: FeatureLayout
+) -> Future | None:
+    """Start computing the mean |TreeSHAP contribution| per feature over ``sample`` (test
+    rows' model inputs) on the cluster; :func:`shap_result` collects it.
+
+    TreeSHAP costs milliseconds a row, on one thread: the sample is cut into one piece per
+    worker thread, each computed with one thread, so it takes the cluster's cores (not the
+    flow process's, which on Kubernetes is a small pod) while the caller goes on.
+    """
+    if sample.empty:
+        return None
+    threads = max(1, sum(client.nthreads().values()))
+    single = booster.copy()
+    single.set_param({"nthread": 1})
+    [model] = client.scatter([single], broadcast=True, hash=False)
+    bounds = np.linspace(0, len(sample), min(threads, len(sample)) + 1).astype(int)
+    pieces = [sample.iloc[a:b] for a, b in itertools.pairwise(bounds)]
+    sums = client.map(contribution_sums, pieces, booster=model, layout=layout, pure=False)
+    return client.submit(_mean_importance, sums, rows=len(sample), layout=layout, pure=False)
+
+
+def _mean_importance(
+    sums: list[np.ndarray], *, rows: int, layout: FeatureLayout
+) -> dict[str, float]:
+    means = np.sum(sums, axis=0) / rows
     return {f: float(v) for f, v in zip(layout.features, means[:-1], strict=True)}
+
+
+def shap_result(pending: Future | None) -> dict[str, float]:
+    """The importance :func:`shap_importance` started ({} for an empty sample)."""
+    if pending is None:
+        return {}
+    importance: dict[str, float] = pending.result()
+    return importance
 
 
 def shap_sample(

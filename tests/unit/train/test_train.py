@@ -195,6 +195,15 @@ def test_distributed_training_matches_single_node(ingested, dask_client) -> None
     assert trained.metrics["roc_auc"] > 0.8
     assert trained.metrics["roc_auc"] == pytest.approx(single["roc_auc"], abs=0.01)
     assert trained.metrics["logloss"] == pytest.approx(single["logloss"], abs=0.02)
+    # SHAP importance, computed in pieces on the workers, is the mean |contribution| over
+    # the test rows (fewer than the sample size here, so all of them).
+    assert trained.evaluation is not None and trained.evaluation.shap_rows == len(test)
+    contributions = trained.booster.predict(
+        xgboost.DMatrix(test[plan.layout.features], enable_categorical=True), pred_contribs=True
+    )
+    want = np.abs(contributions).mean(axis=0)[:-1]
+    got = [trained.evaluation.shap[f] for f in plan.layout.features]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def test_integer_classes_read_back_as_floats_keep_their_labels() -> None:
@@ -237,6 +246,13 @@ def test_distributed_training_for_other_tasks(
     )
     assert trained.metrics[metric] > floor
     assert sum(trained.rows.values()) == 6000
+    # One importance per feature (averaged over classes for multiclass), from every test row.
+    assert trained.evaluation is not None
+    shap = trained.evaluation.shap
+    assert (
+        list(shap) == plan.layout.features and trained.evaluation.shap_rows == trained.rows["test"]
+    )
+    assert all(np.isfinite(v) and v >= 0 for v in shap.values()) and max(shap.values()) > 0
 
 
 def test_warm_start_continues_only_a_comparable_champion_on_added_partitions(ingested) -> None:
