@@ -210,9 +210,13 @@ def bench_mode(
     shutil.rmtree(base, ignore_errors=True)
 
     def pipeline(shape: str, lake: Path) -> Measured:
-        return measure(
+        run = measure(
             [*mlops, "--source", str(sources[shape]), "--lake", str(lake)], env=env, cwd=cwd
         )
+        fitted = not run.output.get("model_reused", True)
+        version = run.output.get("model_version") if fitted else None
+        run.output["training_phases"] = training_phases(lake, version)
+        return run
 
     measured: dict[str, Measured] = {}
     lake = base / "lake"
@@ -238,6 +242,16 @@ def bench_mode(
     measured["g"] = pipeline("1 file", base / "lake-1")
     shutil.rmtree(base, ignore_errors=True)
     return summarize(measured, baseline)
+
+
+def training_phases(lake: Path, version: str | None, dataset: str = "bench") -> dict[str, float]:
+    """Where the training of the run's model went (load, fit, evaluate, SHAP, ...), from its
+    metadata; empty when the run registered no model."""
+    metadata = lake / "models" / dataset / "versions" / str(version) / "metadata.json"
+    if not version or not metadata.exists():
+        return {}
+    timings: dict[str, float] = json.loads(metadata.read_text()).get("timings", {})
+    return timings
 
 
 def champion_folder(lake: Path, dataset: str = "bench") -> Path:
@@ -319,6 +333,13 @@ def summarize(measured: dict[str, Measured], baseline: Measured) -> dict[str, An
         # Where the pipeline's time went (its own stage clock), for each run.
         "stage_seconds": {
             k: m.output.get("stage_seconds", {}) for k, m in measured.items() if k != "e"
+        },
+        # And the training stage's phases, from the metadata of the model each run trained
+        # (none for a run that reused a registered model).
+        "training_phases": {
+            k: m.output["training_phases"]
+            for k, m in measured.items()
+            if m.output.get("training_phases")
         },
     }
 
