@@ -247,8 +247,10 @@ def bench_mode(
 def training_phases(lake: Path, version: str | None, dataset: str = "bench") -> dict[str, float]:
     """Where the training of the run's model went (load, fit, evaluate, SHAP, ...), from its
     metadata; empty when the run registered no model."""
-    metadata = lake / "models" / dataset / "versions" / str(version) / "metadata.json"
-    if not version or not metadata.exists():
+    if not version:
+        return {}
+    metadata = lake / "models" / dataset / "versions" / version / "metadata.json"
+    if not metadata.exists():
         return {}
     timings: dict[str, float] = json.loads(metadata.read_text()).get("timings", {})
     return timings
