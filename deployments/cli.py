@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from deployments import lake_commands
+from deployments.early_api import early_api
 
 # Defaults for a local run; any value the user set wins.
 _ENV_DEFAULTS = {
@@ -229,31 +230,38 @@ def _preflight(*, spec: str, lake: str, source: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if code := _preflight(spec=args.spec, lake=args.lake, source=args.source):
-        return code
-    from deployments.server import ephemeral_api_started
-
-    # The spec's expectations are checked and the flows imported while a temporary Prefect
-    # API (no server configured) starts beside them.
-    with ephemeral_api_started():
-        from deployments.preflight import expectations_problem
-
-        if code := _refuse([expectations_problem(spec=args.spec, lake=args.lake)]):
+    # First, before Prefect is imported: the temporary API (no server named) starts while
+    # this command imports Prefect, checks its inputs and imports the flows.
+    with early_api() as early:
+        if code := _preflight(spec=args.spec, lake=args.lake, source=args.source):
             return code
-        # Subcommands import what they use when they run: `mlops --help` stays instant.
-        from deployments.progress import ProgressDisplay
-        from flows.pipeline import ml_pipeline
-        from tasks.runtime.caching import CacheOptions
-        from tasks.runtime.progress import progress_listener
+        from deployments.server import ephemeral_api_started
 
-    cache = CacheOptions(refresh=args.refresh, expiration_days=args.cache_expiration_days)
-    with contextlib.ExitStack() as stack:
-        if not args.no_progress:
-            display = stack.enter_context(ProgressDisplay())
-            stack.enter_context(progress_listener(display))
-        result = ml_pipeline(
-            spec=args.spec, source=args.source, lake=args.lake, cluster=args.cluster, cache=cache
-        )
+        # The spec's expectations are checked and the flows imported while the temporary
+        # API comes up.
+        with ephemeral_api_started(early):
+            from deployments.preflight import expectations_problem
+
+            if code := _refuse([expectations_problem(spec=args.spec, lake=args.lake)]):
+                return code
+            # Subcommands import what they use when they run: `mlops --help` stays instant.
+            from deployments.progress import ProgressDisplay
+            from flows.pipeline import ml_pipeline
+            from tasks.runtime.caching import CacheOptions
+            from tasks.runtime.progress import progress_listener
+
+        cache = CacheOptions(refresh=args.refresh, expiration_days=args.cache_expiration_days)
+        with contextlib.ExitStack() as stack:
+            if not args.no_progress:
+                display = stack.enter_context(ProgressDisplay())
+                stack.enter_context(progress_listener(display))
+            result = ml_pipeline(
+                spec=args.spec,
+                source=args.source,
+                lake=args.lake,
+                cluster=args.cluster,
+                cache=cache,
+            )
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
@@ -262,29 +270,30 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    if code := _preflight(spec=args.spec, lake=args.lake, source=args.source):
-        return code
-    from deployments.server import ephemeral_api_started
+    with early_api() as early:
+        if code := _preflight(spec=args.spec, lake=args.lake, source=args.source):
+            return code
+        from deployments.server import ephemeral_api_started
 
-    with ephemeral_api_started():
-        from deployments.progress import ProgressDisplay
-        from flows.score import score_flow
-        from tasks.runtime.caching import CacheOptions
-        from tasks.runtime.progress import progress_listener
+        with ephemeral_api_started(early):
+            from deployments.progress import ProgressDisplay
+            from flows.score import score_flow
+            from tasks.runtime.caching import CacheOptions
+            from tasks.runtime.progress import progress_listener
 
-    with contextlib.ExitStack() as stack:
-        if not args.no_progress:
-            display = stack.enter_context(ProgressDisplay())
-            stack.enter_context(progress_listener(display))
-        result = score_flow(
-            spec=args.spec,
-            source=args.source,
-            lake=args.lake,
-            model=args.model,
-            cluster=args.cluster,
-            cache=CacheOptions(refresh=args.refresh),
-            rescore=args.rescore,
-        )
+        with contextlib.ExitStack() as stack:
+            if not args.no_progress:
+                display = stack.enter_context(ProgressDisplay())
+                stack.enter_context(progress_listener(display))
+            result = score_flow(
+                spec=args.spec,
+                source=args.source,
+                lake=args.lake,
+                model=args.model,
+                cluster=args.cluster,
+                cache=CacheOptions(refresh=args.refresh),
+                rescore=args.rescore,
+            )
     if args.json:
         print(result.model_dump_json(indent=2))
     else:

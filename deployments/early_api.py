@@ -1,0 +1,128 @@
+"""Prefect's temporary API, started before the command imports Prefect.
+
+With no server named, a flow's first call starts Prefect's temporary API: a uvicorn process
+that imports Prefect's server and builds its app (about 4.5 s here), and only after the
+calling process has itself imported Prefect (about 1 s) and Prefect's server modules (about
+2 s, for the class that starts it). ``mlops run`` and ``mlops score`` start that same
+process, with Prefect's own command line, as their first step, so it comes up on the other
+core while they import Prefect, check their inputs and import the flows. Once Prefect is
+imported, :func:`deployments.server.ephemeral_api_started` hands it to Prefect, which then
+uses it as its own temporary server and stops it at exit; or stops it, if Prefect's settings
+name a server after all (a profile can, where the environment does not).
+
+Only the standard library here: this module runs before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# What Prefect's SubprocessASGIServer gives its server process: no UI, only the services
+# an ephemeral server runs, settings final.
+SERVER_ENV = {
+    "PREFECT_UI_ENABLED": "0",
+    "PREFECT__SERVER_EPHEMERAL": "1",
+    "PREFECT__SERVER_FINAL": "1",
+}
+# uvicorn's exit status when it cannot bind its port: another process took it meanwhile.
+PORT_TAKEN = 3
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_command(port: int) -> list[str]:
+    """Prefect's own command for its temporary server (``SubprocessASGIServer``), found
+    without importing Prefect."""
+    found = importlib.util.find_spec("prefect")
+    if found is None or found.origin is None:
+        raise ModuleNotFoundError("prefect")
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(Path(found.origin).parent.parent),
+        "--factory",
+        "prefect.server.api.server:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "error",
+        "--lifespan",
+        "on",
+    ]
+
+
+@dataclass
+class EarlyApi:
+    """A temporary API server process this command started; ``adopted`` once Prefect owns it."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    adopted: bool = field(default=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def restart_on_port_taken(self) -> bool:
+        """True (and started again on another port) when the process lost its port."""
+        if self.process.poll() != PORT_TAKEN:
+            return False
+        self.port = free_port()
+        self.process = spawn_process(self.port)
+        return True
+
+    def stop(self) -> None:
+        if self.adopted or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def spawn_process(port: int) -> subprocess.Popen[bytes]:
+    # The server reads Prefect's settings itself, from this environment, working folder and
+    # profile: the same sources this process's Prefect reads.
+    return subprocess.Popen(server_command(port), env={**os.environ, **SERVER_ENV})
+
+
+def named_server() -> bool:
+    """Whether the environment names a Prefect API, or forbids a temporary one."""
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    allowed = os.environ.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
+    enabled = os.environ.get("PREFECT_SERVER_EPHEMERAL_ENABLED", allowed)
+    return enabled.strip().lower() in {"0", "false", "no", "off"}
+
+
+@contextlib.contextmanager
+def early_api() -> Iterator[EarlyApi | None]:
+    """Start the temporary API now, unless the environment names a server; stop it when the
+    block ends unless Prefect took it over (then Prefect stops it at exit)."""
+    if named_server():
+        yield None
+        return
+    port = free_port()
+    early = EarlyApi(port=port, process=spawn_process(port))
+    try:
+        yield early
+    finally:
+        early.stop()
