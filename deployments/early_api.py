@@ -4,7 +4,8 @@ With no server named, a flow's first call starts Prefect's temporary API: a uvic
 that imports Prefect's server and builds its app (about 4.5 s here), and only after the
 calling process has itself imported Prefect (about 1 s) and Prefect's server modules (about
 2 s, for the class that starts it). ``mlops run`` and ``mlops score`` start that same
-process, with Prefect's own command line, as their first step, so it comes up on the other
+process, with Prefect's own command line (its app wrapped by
+:mod:`deployments.temporary_server`), as their first step, so it comes up on the other
 core while they import Prefect, check their inputs and import the flows. Once Prefect is
 imported, :func:`deployments.server.ephemeral_api_started` hands it to Prefect, which then
 uses it as its own temporary server and stops it at exit; or stops it, if Prefect's settings
@@ -16,7 +17,6 @@ Only the standard library here: this module runs before anything heavy is import
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import socket
 import subprocess
@@ -43,19 +43,17 @@ def free_port() -> int:
 
 
 def server_command(port: int) -> list[str]:
-    """Prefect's own command for its temporary server (``SubprocessASGIServer``), found
-    without importing Prefect."""
-    found = importlib.util.find_spec("prefect")
-    if found is None or found.origin is None:
-        raise ModuleNotFoundError("prefect")
+    """Prefect's command for its temporary server (``SubprocessASGIServer``), with Prefect's
+    app wrapped to retry writes that lost a race on SQLite
+    (:mod:`deployments.temporary_server`); found without importing Prefect."""
     return [
         sys.executable,
         "-m",
         "uvicorn",
         "--app-dir",
-        str(Path(found.origin).parent.parent),
+        str(Path(__file__).resolve().parent.parent),
         "--factory",
-        "prefect.server.api.server:create_app",
+        "deployments.temporary_server:create_app",
         "--host",
         "127.0.0.1",
         "--port",

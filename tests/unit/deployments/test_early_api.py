@@ -32,8 +32,8 @@ def test_a_server_named_in_the_environment_starts_nothing(
 
 
 def test_the_command_is_prefects_own() -> None:
-    """The same uvicorn app factory and options as Prefect's SubprocessASGIServer, whose
-    process Prefect is then handed."""
+    """Prefect's SubprocessASGIServer command and options, whose process Prefect is then
+    handed; only the app factory differs, and it serves Prefect's app."""
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer(port=1)
@@ -41,9 +41,18 @@ def test_the_command_is_prefects_own() -> None:
         process = server._run_uvicorn_command()
         process.kill()
         process.wait()
-        assert process.args == server_command(1)
+        prefects = list(process.args)
     finally:
         server.stop()
+    ours = server_command(1)
+    factory = ours.index("--factory") + 1
+    assert ours[factory] == "deployments.temporary_server:create_app"
+    assert prefects[factory] == "prefect.server.api.server:create_app"
+    app_dir = ours.index("--app-dir") + 1
+    assert (Path(ours[app_dir]) / "deployments" / "temporary_server.py").is_file()
+    for differs in (factory, app_dir):
+        ours[differs] = prefects[differs]
+    assert ours == prefects
 
 
 def test_a_server_named_by_prefects_settings_stops_the_early_one(

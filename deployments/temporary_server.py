@@ -1,0 +1,111 @@
+"""The app of the temporary Prefect API the run commands start: Prefect's own, with writes
+that lost a race on SQLite retried at once.
+
+Prefect's server answers 503 when a write's transaction read a snapshot of its SQLite
+database that another write changed before it could write (``database is locked`` at once,
+without waiting: PrefectHQ/prefect#18934). In a run that is typically a subflow's creation
+against the recording of the task runs just before it. Prefect's client then waits 2 s
+before it asks again (then 4, 8, ... s), which an embedded run paid at its first stage and
+sometimes at another. The other write is over by the time the request is tried again, so
+this app tries a write that got 503 again itself, after 50, 100, 200 and 400 ms, and only
+then answers 503, to a client that then waits as it always does. A retry is what Prefect's
+client would send: the failed transaction was rolled back.
+
+Reads, websockets (events, logs) and the app's lifespan pass straight through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from prefect.server.api.server import create_app as prefect_app
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+
+RETRY_PAUSES = (0.05, 0.1, 0.2, 0.4)
+UNAVAILABLE = 503
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class RetryLostWrites:
+    """ASGI middleware: a write answered 503 is sent to the app again after each pause."""
+
+    def __init__(self, app: App, pauses: tuple[float, ...] = RETRY_PAUSES) -> None:
+        self.app = app
+        self.pauses = pauses
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in READS:
+            await self.app(scope, receive, send)
+            return
+        body = await _whole_body(receive)
+        for pause in (*self.pauses, None):
+            answer: list[Message] = []
+            try:
+                # A copy each time: routing writes what it matched into the scope.
+                await self.app(dict(scope), _replay(body, receive), _collect(answer))
+            except Exception:
+                # Starlette raises the error again once its handler has answered; a 503
+                # that will be tried again is dropped with it.
+                if pause is None or not _unavailable(answer):
+                    await _send_all(answer, send)
+                    raise
+            else:
+                if pause is None or not _unavailable(answer):
+                    break
+            await asyncio.sleep(pause)
+        await _send_all(answer, send)
+
+
+def _unavailable(answer: list[Message]) -> bool:
+    return bool(answer) and answer[0].get("status") == UNAVAILABLE
+
+
+async def _send_all(answer: list[Message], send: Send) -> None:
+    for message in answer:
+        await send(message)
+
+
+async def _whole_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The request's body once; after that, whatever the client does next (a disconnect)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
+
+
+def _collect(answer: list[Message]) -> Send:
+    async def collect(message: Message) -> None:
+        answer.append(message)
+
+    return collect
+
+
+def create_app() -> App:
+    """Prefect's server app (``prefect.server.api.server:create_app``), wrapped: the factory
+    uvicorn is given by :func:`deployments.early_api.server_command`."""
+    app: App = prefect_app()
+    return RetryLostWrites(app)
