@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from deployments import lake_commands
 from deployments.early_api import early_api
@@ -472,5 +474,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def command() -> NoReturn:
+    """The ``mlops`` command (console script and ``python -m deployments.cli``): :func:`main`,
+    then an exit that skips tearing the interpreter down.
+
+    After a run, freeing every module and object of Prefect, pandas, Dask and the rest took
+    1.1-1.4 s here, after the command was done and its exit handlers had run. The handler
+    registered here, first, runs after every other one (they run last-registered first:
+    Prefect's temporary API is stopped, logs and events are sent, Dask's processes are
+    gone), flushes what is left and leaves with the command's exit status. :func:`main`
+    alone (tests, Python callers) exits nothing.
+    """
+    status = [1]  # an exception that escapes main ends with 1, as Python's own exit would
+    atexit.register(_leave_now, status)
+    try:
+        status[0] = main()
+    except SystemExit as stop:  # argparse: --help, a usage error
+        code = stop.code
+        status[0] = code if isinstance(code, int) else (0 if code is None else 1)
+        raise
+    sys.exit(status[0])
+
+
+def _leave_now(status: list[int]) -> None:
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe, a closed file
+            stream.flush()
+    os._exit(status[0])
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()

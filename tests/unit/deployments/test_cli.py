@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,20 @@ def test_a_wrong_spec_source_or_lake_is_one_line_and_exit_2_before_prefect_start
         for message in messages:
             assert message in err, (argv, err)
         assert "Beginning flow run" not in err and "Traceback" not in err
+
+
+def test_the_command_exits_with_mains_status_and_its_whole_output() -> None:
+    """`mlops` leaves without tearing the interpreter down (deployments.cli.command): the
+    exit status and everything written still come through, a pipe included."""
+
+    def mlops(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "deployments.cli", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    helped = mlops("--help")
+    assert helped.returncode == 0 and "Landing files to a safely promoted" in helped.stdout
+    assert helped.stdout.rstrip().endswith("show this help message and exit")
+    assert mlops("no-such-command").returncode == 2
+    refused = mlops("run", "--spec", "nope.yaml", "--source", "/no/such", "--lake", "/tmp/x")
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[0] == "error: nope.yaml: dataset spec not found"
