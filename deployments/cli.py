@@ -479,11 +479,14 @@ def command() -> NoReturn:
     then an exit that skips tearing the interpreter down.
 
     After a run, freeing every module and object of Prefect, pandas, Dask and the rest took
-    1.1-1.4 s here, after the command was done and its exit handlers had run. The handler
-    registered here, first, runs after every other one (they run last-registered first:
-    Prefect's temporary API is stopped, logs and events are sent, Dask's processes are
-    gone), flushes what is left and leaves with the command's exit status. :func:`main`
-    alone (tests, Python callers) exits nothing.
+    1.1-1.4 s here, after the command was done and its exit handlers had run. Exit handlers
+    run last-registered first, so the one registered here runs after every handler the
+    command's own work registered (Prefect's temporary API stopped, Dask's and
+    multiprocessing's processes gone; Prefect's log and event workers are drained even
+    before exit handlers run). Handlers registered before it (at import of the few modules
+    this one imports) would be skipped: it runs the only one of those, logging's, itself.
+    Then it flushes the standard streams and leaves with the command's exit status.
+    :func:`main` alone (tests, Python callers) exits nothing.
     """
     status = [1]  # an exception that escapes main ends with 1, as Python's own exit would
     atexit.register(_leave_now, status)
@@ -493,15 +496,20 @@ def command() -> NoReturn:
         code = stop.code
         status[0] = code if isinstance(code, int) else (0 if code is None else 1)
         raise
+    except KeyboardInterrupt:  # before main's own handler (parsing the arguments)
+        status[0] = 130
+        raise
     sys.exit(status[0])
 
 
 def _leave_now(status: list[int]) -> None:
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe, a closed file
-            stream.flush()
-    os._exit(status[0])
+    try:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe, a closed file
+                stream.flush()
+    finally:
+        os._exit(status[0])
 
 
 if __name__ == "__main__":

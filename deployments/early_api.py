@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -25,21 +26,40 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# What Prefect's SubprocessASGIServer gives its server process: no UI, only the services
-# an ephemeral server runs, settings final.
+# What Prefect's SubprocessASGIServer gives its server process, besides this environment:
+# no UI, only the services an ephemeral server runs, and the app built once.
 SERVER_ENV = {
     "PREFECT_UI_ENABLED": "0",
     "PREFECT__SERVER_EPHEMERAL": "1",
     "PREFECT__SERVER_FINAL": "1",
 }
-# uvicorn's exit status when it cannot bind its port: another process took it meanwhile.
-PORT_TAKEN = 3
+# Where Prefect picks its temporary server's port: below the range the system hands out to
+# outgoing connections, which could otherwise take the port before the server binds it.
+PORTS = range(8000, 9000)
+# uvicorn's exit status when its startup failed: a port another process took meanwhile, or
+# Prefect's server failing to start.
+STARTUP_FAILED = 3
+RESTARTS = 2
+
+
+def port_free(port: int) -> bool:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port of Prefect's range nothing listens on now, picked at random as Prefect does
+    (two commands starting together rarely pick the same)."""
+    candidates = list(PORTS)
+    random.shuffle(candidates)
+    for port in candidates[:50]:
+        if port_free(port):
+            return port
+    raise OSError(f"no free port for Prefect's temporary API in {PORTS.start}-{PORTS.stop - 1}")
 
 
 def server_command(port: int) -> list[str]:
@@ -72,15 +92,20 @@ class EarlyApi:
     port: int
     process: subprocess.Popen[bytes]
     adopted: bool = field(default=False)
+    restarts: int = field(default=0)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
     def restart_on_port_taken(self) -> bool:
-        """True (and started again on another port) when the process lost its port."""
-        if self.process.poll() != PORT_TAKEN:
+        """True (and started again on another port) when the process could not start
+        because another process took its port; at most :data:`RESTARTS` times."""
+        if self.process.poll() != STARTUP_FAILED or self.restarts >= RESTARTS:
             return False
+        if port_free(self.port):  # the port is free: the server failed for another reason
+            return False
+        self.restarts += 1
         self.port = free_port()
         self.process = spawn_process(self.port)
         return True

@@ -19,6 +19,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import httpx
+import psutil
 from prefect.client.orchestration import get_client
 from prefect.settings import (
     PREFECT_API_URL,
@@ -80,28 +81,36 @@ def ephemeral_api_started(early: EarlyApi | None = None) -> Iterator[None]:
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()
-    start = server.start if early is None else partial(_adopt, server, early)
+    abandon = threading.Event()
+    start = server.start if early is None else partial(_adopt, server, early, abandon)
     starting = threading.Thread(target=start, name="mlops-ephemeral-api", daemon=True)
     starting.start()
     try:
         yield
+    except BaseException:
+        abandon.set()  # the command ends here: no need to wait for a server it will stop
+        raise
     finally:
         # Also when the block fails: a server half-started when this process exits would
         # outlive it (once started, Prefect stops it at exit).
         starting.join()
 
 
-def _adopt(server: SubprocessASGIServer, early: EarlyApi) -> None:
+def _adopt(server: SubprocessASGIServer, early: EarlyApi, abandon: threading.Event) -> None:
     """Wait for ``early`` to answer, then make it Prefect's temporary server: the attributes
-    ``SubprocessASGIServer.start`` sets once its own process answers. If it does not
-    answer, stop it and let Prefect start its own (which reports why, if it fails too)."""
-    if server.running:  # something in this process started one already
+    ``SubprocessASGIServer.start`` sets for its own process, and its stop at exit. If it
+    does not answer, stop it and let Prefect start its own (which reports why, if that
+    fails too)."""
+    try:
+        problem = wait_until_healthy(
+            early, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), abandon
+        )
+    except Exception as err:  # e.g. a restart that could not start a process
+        problem = f"{type(err).__name__}: {err}"
+    if problem or server.running:  # or something in this process started one meanwhile
         early.stop()
-        return
-    problem = wait_until_healthy(early, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
-    if problem:
-        early.stop()
-        logger.warning("The temporary Prefect API started early did not come up (%s)", problem)
+        if problem and not abandon.is_set():
+            logger.warning("The temporary Prefect API started early did not come up (%s)", problem)
         return
     logger.info("Started temporary server on http://127.0.0.1:%d", early.port)
     server.port = early.port
@@ -111,19 +120,31 @@ def _adopt(server: SubprocessASGIServer, early: EarlyApi) -> None:
     atexit.register(server.stop)
 
 
-def wait_until_healthy(early: EarlyApi, timeout: float) -> str | None:
-    """None once the API answers its health check; else why not."""
+def wait_until_healthy(early: EarlyApi, timeout: float, abandon: threading.Event) -> str | None:
+    """None once ``early``'s process answers its health check on its port; else why not."""
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=5) as client:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not abandon.is_set():
             if early.restart_on_port_taken():
                 continue
             if (code := early.process.poll()) is not None:
                 return f"the server process exited with status {code}"
             try:
-                if client.get(f"{early.url}/health").status_code == 200:
-                    return None
+                healthy = client.get(f"{early.url}/health").status_code == 200
             except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-    return f"no answer within {timeout:g} s"
+                healthy = False
+            if healthy and listens(early.process.pid, early.port):
+                return None
+            if healthy:  # another process answers on that port
+                return f"port {early.port} is another process's"
+            abandon.wait(0.05)
+    return "abandoned" if abandon.is_set() else f"no answer within {timeout:g} s"
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` is the one listening on ``port``."""
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)

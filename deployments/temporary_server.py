@@ -2,21 +2,26 @@
 that lost a race on SQLite retried at once.
 
 Prefect's server answers 503 when a write's transaction read a snapshot of its SQLite
-database that another write changed before it could write (``database is locked`` at once,
-without waiting: PrefectHQ/prefect#18934). In a run that is typically a subflow's creation
-against the recording of the task runs just before it. Prefect's client then waits 2 s
-before it asks again (then 4, 8, ... s), which an embedded run paid at its first stage and
-sometimes at another. The other write is over by the time the request is tried again, so
-this app tries a write that got 503 again itself, after 50, 100, 200 and 400 ms, and only
-then answers 503, to a client that then waits as it always does. A retry is what Prefect's
-client would send: the failed transaction was rolled back.
+database that another write changed before it could write: SQLite refuses it at once,
+without waiting (``database is locked``, ``SQLITE_BUSY_SNAPSHOT``; PrefectHQ/prefect#18934).
+In a run that is typically a subflow's creation against the recording of the task runs just
+before it. Prefect's client then waits 2 s before it asks again (then 4, 8, ... s), which an
+embedded run paid at its first stage and sometimes at another. The other write is over by
+the time the request is tried again, so this app tries such a write again itself, after 50,
+100, 200 and 400 ms, and only then answers 503, to a client that then waits as it always
+does. The refused transaction was rolled back at once, so the retry is the request Prefect's
+client would send, well within its timeout. Other 503s (a lock still held after SQLite's
+60 s wait, a database error) go to the client as they are.
 
-Reads, websockets (events, logs) and the app's lifespan pass straight through.
+GET, HEAD and OPTIONS requests, websockets (events, logs) and the app's lifespan pass
+straight through; other requests (writes, and the POST ``/filter`` reads) are read whole
+before the app is called, and its answer is sent once it is final.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -33,7 +38,8 @@ READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class RetryLostWrites:
-    """ASGI middleware: a write answered 503 is sent to the app again after each pause."""
+    """ASGI middleware: a write answered 503 because it lost a race on SQLite is sent to the
+    app again after each pause."""
 
     def __init__(self, app: App, pauses: tuple[float, ...] = RETRY_PAUSES) -> None:
         self.app = app
@@ -44,22 +50,43 @@ class RetryLostWrites:
             await self.app(scope, receive, send)
             return
         body = await _whole_body(receive)
+        if body is None:  # the client went away before it had sent its request
+            return
         for pause in (*self.pauses, None):
             answer: list[Message] = []
             try:
                 # A copy each time: routing writes what it matched into the scope.
                 await self.app(dict(scope), _replay(body, receive), _collect(answer))
-            except Exception:
+            except Exception as error:
                 # Starlette raises the error again once its handler has answered; a 503
-                # that will be tried again is dropped with it.
-                if pause is None or not _unavailable(answer):
+                # for a lost race that will be tried again is dropped with it.
+                if pause is None or not (_unavailable(answer) and lost_race(error)):
                     await _send_all(answer, send)
                     raise
             else:
-                if pause is None or not _unavailable(answer):
-                    break
+                break
             await asyncio.sleep(pause)
         await _send_all(answer, send)
+
+
+def lost_race(error: BaseException) -> bool:
+    """Whether SQLite refused this write because another one committed after its read
+    (``SQLITE_BUSY_SNAPSHOT``), found in the error or what caused it (SQLAlchemy keeps
+    SQLite's own error as ``orig``)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [error]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        errorname = getattr(current, "sqlite_errorname", None)
+        if isinstance(current, sqlite3.OperationalError) and errorname == "SQLITE_BUSY_SNAPSHOT":
+            return True
+        orig = getattr(current, "orig", None)
+        todo += [orig if isinstance(orig, BaseException) else None]
+        todo += [current.__cause__, current.__context__]
+    return False
 
 
 def _unavailable(answer: list[Message]) -> bool:
@@ -71,16 +98,16 @@ async def _send_all(answer: list[Message], send: Send) -> None:
         await send(message)
 
 
-async def _whole_body(receive: Receive) -> bytes:
+async def _whole_body(receive: Receive) -> bytes | None:
+    """The request's body; None if the client disconnected before sending all of it."""
     chunks = []
     while True:
         message = await receive()
-        if message["type"] != "http.request":  # the client went away
-            break
+        if message["type"] != "http.request":
+            return None
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+            return b"".join(chunks)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

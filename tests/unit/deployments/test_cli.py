@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from blocks.registry import ModelRegistry
@@ -101,7 +103,16 @@ def test_webhook_gateway_and_setup_refuse_to_start_without_what_they_need(
     assert "set PREFECT_API_URL" in capsys.readouterr().err
 
 
-def test_a_wrong_spec_source_or_lake_is_one_line_and_exit_2_before_prefect_starts(
+def uvicorn_children() -> set[int]:
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "uvicorn" in " ".join(child.cmdline()):
+                found.add(child.pid)
+    return found
+
+
+def test_a_wrong_spec_source_or_lake_is_one_line_and_exit_2_before_any_flow_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     spec = str(DEMO_SPEC)
@@ -131,6 +142,7 @@ def test_a_wrong_spec_source_or_lake_is_one_line_and_exit_2_before_prefect_start
             [f"{a_file}: "],
         ),
     ]
+    servers_before = uvicorn_children()  # the session's test API, if it started
     for argv, messages in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
@@ -139,6 +151,8 @@ def test_a_wrong_spec_source_or_lake_is_one_line_and_exit_2_before_prefect_start
         for message in messages:
             assert message in err, (argv, err)
         assert "Beginning flow run" not in err and "Traceback" not in err
+        # The temporary API the command started first is stopped with it.
+        assert uvicorn_children() <= servers_before, argv
 
 
 def test_the_command_exits_with_mains_status_and_its_whole_output() -> None:

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import psutil
 import pytest
 
-from deployments.early_api import early_api, named_server, server_command
+from deployments.early_api import (
+    PORTS,
+    EarlyApi,
+    early_api,
+    free_port,
+    named_server,
+    server_command,
+    spawn_process,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -113,3 +126,55 @@ def test_prefect_adopts_the_early_server_and_stops_it_at_exit(tmp_path: Path) ->
     assert not psutil.pid_exists(seen["pid"]) or (
         psutil.Process(seen["pid"]).status() == psutil.STATUS_ZOMBIE
     )
+
+
+@contextlib.contextmanager
+def listening(port: int) -> Iterator[socket.socket]:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        yield sock
+
+
+def test_a_port_taken_before_the_server_binds_it_gets_another_port() -> None:
+    """Another process listens on the port first: uvicorn fails its start, and the server
+    is started again on another port of Prefect's range, and answers there."""
+    from deployments.server import wait_until_healthy
+
+    port = free_port()
+    assert port in PORTS
+    with listening(port):
+        early = EarlyApi(port=port, process=spawn_process(port))
+        try:
+            assert wait_until_healthy(early, 110, threading.Event()) is None
+            assert early.restarts == 1 and early.port != port and early.port in PORTS
+        finally:
+            early.stop()
+    assert early.process.poll() is not None
+
+
+def test_a_health_answer_from_another_process_is_not_taken_for_ours() -> None:
+    from deployments.server import wait_until_healthy
+
+    class Healthy(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = HTTPServer(("127.0.0.1", 0), Healthy)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        early = EarlyApi(port=other.server_address[1], process=sleeper)
+        problem = wait_until_healthy(early, 10, threading.Event())
+        assert problem == f"port {early.port} is another process's"
+        abandon = threading.Event()
+        abandon.set()
+        assert wait_until_healthy(early, 10, abandon) == "abandoned"
+    finally:
+        other.shutdown()
+        sleeper.kill()
+        sleeper.wait()

@@ -1,100 +1,137 @@
-"""The temporary API's app: Prefect's, with writes that lost a race on SQLite retried."""
+"""The temporary API's app: Prefect's, with writes that lost a race on SQLite retried.
+
+The app under the middleware is a FastAPI app built as Prefect builds its server (an API
+mounted under ``/api``, a catch-all exception handler answering 503 for retryable database
+errors, which Starlette raises again after answering); its route fails with SQLite's own
+errors, produced by a real database.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import sqlalchemy.exc
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
-from deployments.temporary_server import RetryLostWrites
+from deployments.temporary_server import RetryLostWrites, lost_race
 
 pytestmark = pytest.mark.timeout(30)
 
 Message = MutableMapping[str, Any]
 
 
-class Flaky:
-    """An ASGI app that answers 503 ``fails`` times, then 201 with the body it was sent; with
-    ``raises``, it raises after each 503, as Starlette does once its error handler answered."""
+def sqlite_error(folder: Path, *, snapshot: bool) -> sqlalchemy.exc.OperationalError:
+    """SQLite's refusal as Prefect's server sees it (wrapped by SQLAlchemy): a write whose
+    read snapshot another write changed (``snapshot``), or a lock held past the wait."""
+    path = folder / f"race-{snapshot}.db"
+    path.unlink(missing_ok=True)
+    first = sqlite3.connect(path, isolation_level=None, timeout=0)
+    second = sqlite3.connect(path, isolation_level=None, timeout=0)
+    first.execute("PRAGMA journal_mode=WAL")
+    first.execute("CREATE TABLE runs (id INTEGER)")
+    try:
+        if snapshot:
+            first.execute("BEGIN DEFERRED")
+            first.execute("SELECT * FROM runs").fetchall()
+            second.execute("INSERT INTO runs VALUES (1)")
+        else:
+            second.execute("BEGIN IMMEDIATE")
+        first.execute("INSERT INTO runs VALUES (2)")
+    except sqlite3.OperationalError as refused:
+        return sqlalchemy.exc.OperationalError("INSERT INTO runs", {}, refused)
+    finally:
+        first.close()
+        second.close()
+    raise AssertionError("SQLite did not refuse the write")
 
-    def __init__(self, fails: int, raises: bool = False) -> None:
-        self.fails = fails
-        self.raises = raises
-        self.calls = 0
-        self.bodies: list[bytes] = []
 
-    async def __call__(self, scope: Message, receive: Any, send: Any) -> None:
-        self.calls += 1
-        if scope["type"] != "http":
-            return
-        assert "matched" not in scope  # each try sees the request as it came
-        scope["matched"] = True
-        message = await receive()
-        self.bodies.append(message.get("body", b""))
-        status = 503 if self.calls <= self.fails else 201
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": self.bodies[-1]})
-        if status == 503 and self.raises:
-            raise RuntimeError("database is locked")
+def prefect_like_app(failures: list[Exception]) -> tuple[FastAPI, list[bytes]]:
+    """An API under /api whose POST raises each of ``failures`` once, then answers 201
+    with the body it got; errors are answered 503, as Prefect's handler does."""
+    bodies: list[bytes] = []
+    api = FastAPI()
+
+    @api.post("/flow_runs/")
+    async def create(request: Request) -> JSONResponse:
+        bodies.append(await request.body())
+        if failures:
+            raise failures.pop(0)
+        return JSONResponse({"got": bodies[-1].decode()}, status_code=201)
+
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"exception_message": "Service Unavailable"}, status_code=503)
+
+    app = FastAPI(exception_handlers={Exception: unavailable})
+    app.mount("/api", api)
+    return app, bodies
 
 
-def call(app: Any, method: str, chunks: list[bytes]) -> list[Message]:
+def post(app: Any, body: str) -> httpx.Response:
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return await client.post("/api/flow_runs/", content=body)
+
+    return asyncio.run(send())
+
+
+def test_sqlite_errors_are_told_apart(tmp_path: Path) -> None:
+    assert lost_race(sqlite_error(tmp_path, snapshot=True))
+    assert not lost_race(sqlite_error(tmp_path, snapshot=False))
+    assert not lost_race(RuntimeError("database is locked"))
+
+
+def test_a_write_that_lost_a_race_is_sent_again_with_its_whole_body(tmp_path: Path) -> None:
+    app, bodies = prefect_like_app([sqlite_error(tmp_path, snapshot=True)] * 2)
+    answer = post(RetryLostWrites(app, pauses=(0.0, 0.0, 0.0)), '{"name": "ingest"}')
+    assert answer.status_code == 201 and answer.json() == {"got": '{"name": "ingest"}'}
+    assert bodies == [b'{"name": "ingest"}'] * 3
+
+
+def test_after_the_last_pause_the_client_gets_the_503(tmp_path: Path) -> None:
+    app, bodies = prefect_like_app([sqlite_error(tmp_path, snapshot=True)] * 5)
+    answer = post(RetryLostWrites(app, pauses=(0.0, 0.0)), "{}")
+    assert answer.status_code == 503 and len(bodies) == 3
+
+
+def test_other_503s_go_to_the_client_as_they_are(tmp_path: Path) -> None:
+    """A lock still held after SQLite's wait, or any other error: answered once, not
+    retried (Prefect's client backs off and asks again itself)."""
+    for error in (sqlite_error(tmp_path, snapshot=False), RuntimeError("boom")):
+        app, bodies = prefect_like_app([error])
+        assert post(RetryLostWrites(app), "{}").status_code == 503
+        assert len(bodies) == 1
+
+
+def test_reads_pass_through_and_a_client_gone_mid_body_calls_nothing() -> None:
+    calls: list[str] = []
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        calls.append(scope["method"])
+        await send({"type": "http.response.start", "status": 503, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
     incoming: list[Message] = [
-        {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
-        for i, chunk in enumerate(chunks)
+        {"type": "http.request", "body": b'{"na', "more_body": True},
+        {"type": "http.disconnect"},
     ]
     sent: list[Message] = []
 
     async def receive() -> Message:
-        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+        return incoming.pop(0)
 
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": method, "path": "/api/flow_runs/"}
-    asyncio.run(app(scope, receive, send))
-    return sent
-
-
-def test_a_write_that_lost_a_race_is_sent_again_with_its_whole_body() -> None:
-    flaky = Flaky(fails=2)
-    sent = call(RetryLostWrites(flaky, pauses=(0.0, 0.0, 0.0)), "POST", [b'{"a":', b"1}"])
-    assert flaky.calls == 3 and flaky.bodies == [b'{"a":1}'] * 3
-    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
-    assert sent[0]["status"] == 201 and sent[1]["body"] == b'{"a":1}'
-
-
-def test_after_the_last_pause_the_client_gets_the_503() -> None:
-    flaky = Flaky(fails=10)
-    sent = call(RetryLostWrites(flaky, pauses=(0.0, 0.0)), "PATCH", [b"{}"])
-    assert flaky.calls == 3 and sent[0]["status"] == 503
-
-
-def test_reads_and_other_answers_pass_through_once() -> None:
-    flaky = Flaky(fails=1)
-    assert call(RetryLostWrites(flaky), "GET", [b""])[0]["status"] == 503
-    assert flaky.calls == 1
-    ok = Flaky(fails=0)
-    assert call(RetryLostWrites(ok), "POST", [b"x"])[0]["status"] == 201
-    assert ok.calls == 1
-
-
-def test_the_error_starlette_raises_after_its_503_is_retried_then_raised_after_the_answer() -> None:
-    flaky = Flaky(fails=1, raises=True)
-    assert call(RetryLostWrites(flaky, pauses=(0.0,)), "POST", [b"x"])[0]["status"] == 201
-    assert flaky.calls == 2
-    always = Flaky(fails=10, raises=True)
-    sent: list[Message] = []
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"x", "more_body": False}
-
-    scope = {"type": "http", "method": "POST", "path": "/api/task_runs/"}
-    with pytest.raises(RuntimeError, match="database is locked"):
-        asyncio.run(RetryLostWrites(always, pauses=(0.0,))(scope, receive, send))
-    assert always.calls == 2 and sent[0]["status"] == 503
+    middleware = RetryLostWrites(app, pauses=(0.0,))
+    asyncio.run(middleware({"type": "http", "method": "POST", "path": "/"}, receive, send))
+    assert calls == [] and sent == []
+    asyncio.run(middleware({"type": "http", "method": "GET", "path": "/"}, receive, send))
+    assert calls == ["GET"] and sent[0]["status"] == 503
