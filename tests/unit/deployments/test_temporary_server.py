@@ -56,7 +56,12 @@ def prefect_like_app(failures: list[Exception]) -> tuple[FastAPI, list[bytes]]:
     """An API under /api whose POST raises each of ``failures`` once, then answers 201
     with the body it got; errors are answered 503, as Prefect's handler does."""
     bodies: list[bytes] = []
-    api = FastAPI()
+
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"exception_message": "Service Unavailable"}, status_code=503)
+
+    # Prefect gives its API app the handlers, and mounts it in the app uvicorn serves.
+    api = FastAPI(exception_handlers={Exception: unavailable})
 
     @api.post("/flow_runs/")
     async def create(request: Request) -> JSONResponse:
@@ -65,10 +70,7 @@ def prefect_like_app(failures: list[Exception]) -> tuple[FastAPI, list[bytes]]:
             raise failures.pop(0)
         return JSONResponse({"got": bodies[-1].decode()}, status_code=201)
 
-    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"exception_message": "Service Unavailable"}, status_code=503)
-
-    app = FastAPI(exception_handlers={Exception: unavailable})
+    app = FastAPI()
     app.mount("/api", api)
     return app, bodies
 
