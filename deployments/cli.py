@@ -9,12 +9,15 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from deployments import lake_commands
 from deployments.early_api import early_api
+
+if TYPE_CHECKING:
+    from tasks.records import PipelineResult, ScoringResult
 
 # Defaults for a local run; any value the user set wins.
 _ENV_DEFAULTS = {
@@ -247,16 +250,11 @@ def _run(args: argparse.Namespace) -> int:
             if code := _refuse([expectations_problem(spec=args.spec, lake=args.lake)]):
                 return code
             # Subcommands import what they use when they run: `mlops --help` stays instant.
-            from deployments.progress import ProgressDisplay
             from flows.pipeline import ml_pipeline
             from tasks.runtime.caching import CacheOptions
-            from tasks.runtime.progress import progress_listener
 
         cache = CacheOptions(refresh=args.refresh, expiration_days=args.cache_expiration_days)
-        with contextlib.ExitStack() as stack:
-            if not args.no_progress:
-                display = stack.enter_context(ProgressDisplay())
-                stack.enter_context(progress_listener(display))
+        with _progress_shown(not args.no_progress):
             result = ml_pipeline(
                 spec=args.spec,
                 source=args.source,
@@ -264,11 +262,7 @@ def _run(args: argparse.Namespace) -> int:
                 cluster=args.cluster,
                 cache=cache,
             )
-    if args.json:
-        print(result.model_dump_json(indent=2))
-    else:
-        print("\n" + result.summary())
-    return 0
+    return _print_result(result, as_json=args.json)
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -278,15 +272,10 @@ def _score(args: argparse.Namespace) -> int:
         from deployments.server import ephemeral_api_started
 
         with ephemeral_api_started(early):
-            from deployments.progress import ProgressDisplay
             from flows.score import score_flow
             from tasks.runtime.caching import CacheOptions
-            from tasks.runtime.progress import progress_listener
 
-        with contextlib.ExitStack() as stack:
-            if not args.no_progress:
-                display = stack.enter_context(ProgressDisplay())
-                stack.enter_context(progress_listener(display))
+        with _progress_shown(not args.no_progress):
             result = score_flow(
                 spec=args.spec,
                 source=args.source,
@@ -296,7 +285,24 @@ def _score(args: argparse.Namespace) -> int:
                 cache=CacheOptions(refresh=args.refresh),
                 rescore=args.rescore,
             )
-    if args.json:
+    return _print_result(result, as_json=args.json)
+
+
+@contextlib.contextmanager
+def _progress_shown(shown: bool) -> Iterator[None]:
+    """Per-stage progress bars on stderr while the block runs (``--no-progress``: none)."""
+    from deployments.progress import ProgressDisplay
+    from tasks.runtime.progress import progress_listener
+
+    with contextlib.ExitStack() as stack:
+        if shown:
+            display = stack.enter_context(ProgressDisplay())
+            stack.enter_context(progress_listener(display))
+        yield
+
+
+def _print_result(result: PipelineResult | ScoringResult, *, as_json: bool) -> int:
+    if as_json:
         print(result.model_dump_json(indent=2))
     else:
         print("\n" + result.summary())
