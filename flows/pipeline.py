@@ -14,7 +14,12 @@ from tasks.records import PipelineResult
 from tasks.runtime.caching import CacheOptions
 from tasks.runtime.lease import flow_uses_lake
 from tasks.runtime.naming import dataset_run_name
-from tasks.runtime.runner import closing_in_background, resolve_cluster_task, stage_task_runner
+from tasks.runtime.runner import (
+    closing_in_background,
+    resolve_cluster_task,
+    stage_task_runner,
+    start_forkserver_early,
+)
 from tasks.spec import load_spec_task
 from tasks.validate.tasks import check_expectations_task
 
@@ -63,6 +68,10 @@ def ml_pipeline(
                 )
             )(spec=spec, source=source, lake=lake, cluster=cluster, cache=cache)
         version = ingested.version
+        if ingested.new_partitions:
+            # New data: training follows. Its local workers fork from a forkserver that
+            # imports XGBoost while the data is validated (no-op if ingest started one).
+            start_forkserver_early(config, ("train",))
         with clock("validate"):
             report = validate_flow.with_options(
                 task_runner=stage_task_runner(

@@ -422,6 +422,20 @@ def start_forkserver(stages: Iterable[Stage]) -> None:
     forkserver.ensure_running()
 
 
+def start_forkserver_early(config: DaskClusterConfig, stages: Iterable[Stage]) -> None:
+    """Start the forkserver the local workers of ``stages`` will fork from now, if ``config``
+    creates local worker processes and none is running yet.
+
+    A run whose ingest and validation each had one partition ran them in this process
+    (``plan.py``) and started no forkserver: its training stage would otherwise start one
+    when it needs its worker, and wait seconds for its imports. Started when a run knows
+    those stages will follow, it imports while the stages before them run.
+    """
+    if config.mode != "local":
+        return
+    start_forkserver(stages)
+
+
 @contextmanager
 def forked_workers(stage: Stage) -> Iterator[None]:
     """Local worker processes forked from a forkserver, not spawned afresh.

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gc
+import os
 import pickle
+import subprocess
+import sys
 from contextlib import ExitStack
+from pathlib import Path
 
 import psutil
 import pytest
@@ -169,9 +173,6 @@ def test_local_workers_see_the_environment_as_it_is_when_their_stage_starts(
     Prefect, GX and XGBoost once: a worker has them before its first task, and still sees
     what this process's environment holds now (e.g. credentials set since), Prefect's
     settings included (not the forkserver's, read at its start)."""
-    import os
-    import sys
-
     from prefect.settings import PREFECT_API_URL
 
     start_forkserver(WORKER_IMPORTS)  # a no-op where an earlier test started it
@@ -244,3 +245,44 @@ def test_a_cluster_that_fails_to_close_fails_the_run_after_every_other_closed() 
         broken.enter_context(Broken())
         closings.close_later(broken, stage="ingest")
         raise ValueError("bad partition")
+
+
+# Run in a fresh interpreter: this test session's forkserver is already running.
+_EARLY_FORKSERVER = """
+import multiprocessing, sys
+from multiprocessing import forkserver
+from blocks.cluster import DaskClusterConfig
+from tasks.runtime.runner import start_forkserver_early
+
+def preloaded():
+    return sorted(m for m in ("great_expectations", "prefect", "xgboost") if m in sys.modules)
+
+if __name__ == "__main__":
+    remote = DaskClusterConfig(mode="address", address="tcp://127.0.0.1:9")
+    start_forkserver_early(remote, ("train",))
+    print(forkserver._forkserver._forkserver_pid is None)
+    start_forkserver_early(DaskClusterConfig(), ("train",))
+    print(forkserver._forkserver._forkserver_pid is not None)
+    with multiprocessing.get_context("forkserver").Pool(1) as pool:
+        print(pool.apply(preloaded))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_run_with_new_data_starts_the_forkserver_for_training_early(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``start_forkserver_early`` (called by the pipeline once ingest found new data) starts
+    the forkserver with training's imports, so a worker forked from it has XGBoost before
+    its first task; it starts nothing for a cluster this process does not create."""
+    script = tmp_path / "early.py"
+    script.write_text(_EARLY_FORKSERVER)
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=True,
+    )
+    assert done.stdout.split("\n")[:3] == ["True", "True", "['prefect', 'xgboost']"]
