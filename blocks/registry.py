@@ -5,6 +5,7 @@ Layout under ``<lake>/models/<name>/``::
     versions/<version>/model.ubj       XGBoost UBJSON (never pickle)
     versions/<version>/profile.json    its training profile (for drift), before the metadata
     versions/<version>/evaluation.json its test curves (and the champion's) and SHAP importance
+    versions/<version>/test_predictions.parquet  its predictions of the test rows, by partition
     versions/<version>/metadata.json   written last: a version without it does not exist
     aliases.json                       {"champion": ..., "history": [...]}, replaced atomically
     decisions/<time>-<candidate>.json  one record per promotion decision, never rewritten
@@ -13,14 +14,13 @@ Layout under ``<lake>/models/<name>/``::
 from __future__ import annotations
 
 import hashlib
-import posixpath
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from prefect.blocks.core import Block
 from pydantic import Field
 
 from tasks.errors import RegistryError, VersionExists
-from tasks.lake import Lake
+from tasks.lake import Lake, partition_of
 from tasks.records import DataProfile, Evaluation, ModelMetadata, PromotionDecision, utcnow
 from tasks.storage import url_to_fs
 
@@ -71,8 +71,7 @@ class ModelRegistry(Block):
         lake = self._lake
 
         def here(uri: str) -> str:
-            partition = posixpath.basename(uri).removesuffix(".parquet")
-            return lake.url_of(lake.partition(metadata.dataset, partition))
+            return lake.url_of(lake.partition(metadata.dataset, partition_of(uri)))
 
         first = metadata.partitions[0] if metadata.partitions else None
         if first is None or here(first) == first or _exists(first):
@@ -103,6 +102,7 @@ class ModelRegistry(Block):
         *,
         profile: DataProfile | None = None,
         evaluation: Evaluation | None = None,
+        test_predictions: bytes | None = None,
     ) -> str:
         """Store a new version (model, training profile, then the metadata that commits it);
         versions are immutable, so an existing one is refused."""
@@ -121,6 +121,10 @@ class ModelRegistry(Block):
             self._lake.write_json(
                 self._path(name, "versions", version, "evaluation.json"), evaluation
             )
+        if test_predictions is not None:
+            self._lake.write_bytes(
+                self._path(name, "versions", version, "test_predictions.parquet"), test_predictions
+            )
         # The metadata is the commit marker: readers ignore a version until it is there.
         self._lake.write_json(self._path(name, "versions", version, "metadata.json"), metadata)
         return self.model_uri(name, version)
@@ -138,6 +142,14 @@ class ModelRegistry(Block):
         if not self._lake.exists(path):
             return None
         return Evaluation.model_validate(self._lake.read_json(path))
+
+    def test_predictions(self, name: str, version: str) -> bytes | None:
+        """The version's predictions of its test rows (Parquet, by partition); None for
+        older models (their champion's test rows are then predicted again)."""
+        path = self._path(name, "versions", version, "test_predictions.parquet")
+        if not self._lake.exists(path):
+            return None
+        return self._lake.read_bytes(path)
 
     def load_booster(self, name: str, version: str) -> xgboost.Booster:
         import xgboost

@@ -33,6 +33,11 @@ def _mtime(path: str) -> float:
         return float("inf")
 
 
+def partition_of(uri: str) -> str:
+    """The id of the partition at ``uri`` (its file name), wherever the lake holding it is."""
+    return uri.rstrip("/").rsplit("/", 1)[-1].removesuffix(".parquet")
+
+
 @dataclass(frozen=True)
 class Lake:
     """A root URI plus the layout below it (the README's "The lake" section shows it)."""

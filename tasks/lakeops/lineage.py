@@ -7,7 +7,6 @@ spec and training hashes and package versions → the decisions that promoted or
 
 from __future__ import annotations
 
-import posixpath
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +15,7 @@ from pydantic import BaseModel, Field
 from blocks.registry import ModelRegistry
 from tasks.errors import LakeError, RegistryError
 from tasks.ingest.versions import load_version
-from tasks.lake import Lake
+from tasks.lake import Lake, partition_of
 from tasks.records import PromotionDecision, ScoringManifest
 
 
@@ -111,7 +110,7 @@ def lineage(lake: Lake, name: str, version: str | None = None) -> Lineage:
         dataset_version=m.dataset_version,
         rows=m.rows,
     )
-    trained_on = {posixpath.basename(uri).removesuffix(".parquet") for uri in m.partitions}
+    trained_on = {partition_of(uri) for uri in m.partitions}
     try:
         data = load_version(lake, m.dataset, m.dataset_version)
     except LakeError:

@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tasks.lake import Lake
+from tasks.lake import Lake, partition_of
 from tasks.lakeops.inventory import LakeObject
 from tasks.lakeops.policy import RetentionPolicy
 from tasks.records import DatasetVersion, LandingIndex, ModelMetadata
@@ -297,7 +297,7 @@ class _Marker:
                         )
                         quarantined.update(q.record_id for q in split.quarantined)
         keep.update(partitions)
-        kept_partition_ids = {p.rsplit("/", 1)[1].removesuffix(".parquet") for p in partitions}
+        kept_partition_ids = {partition_of(p) for p in partitions}
         self.mark_dataset_files(kept_datasets, quarantined, kept_partition_ids)
         self.mark_model_files(kept_models, metadata)
         self.mark_records(kept_partition_ids, kept_models)

@@ -112,16 +112,6 @@ def split_sizes(client: Client, prepared: dd.DataFrame) -> dict[str, int]:
     return {name: int(n) for name, n in zip(SPLITS, sums, strict=True)}
 
 
-def predict(
-    client: Client, booster: xgboost.Booster, frame: dd.DataFrame, layout: FeatureLayout
-) -> np.ndarray:
-    """Predictions for a prepared frame, computed on the cluster, gathered here."""
-    from xgboost import dask as dxgb
-
-    prediction = dxgb.inplace_predict(client, booster, frame[layout.features])
-    return np.asarray(client.compute(prediction).result())
-
-
 def score(
     client: Client,
     booster: xgboost.Booster,
@@ -141,7 +131,7 @@ def score_each(
     split: str,
 ) -> list[dict[str, float]]:
     """Metrics of each booster on one split of a prepared frame (its labels gathered once)."""
-    _, scored = evaluate_each(client, boosters, prepared, layout, split)
+    _, scored, _ = evaluate_each(client, boosters, prepared, layout, split)
     return [metrics for metrics, _ in scored]
 
 
@@ -151,16 +141,45 @@ def evaluate_each(
     prepared: dd.DataFrame,
     layout: FeatureLayout,
     split: str,
-) -> tuple[np.ndarray, list[tuple[dict[str, float], np.ndarray]]]:
-    """The labels of one split of a prepared frame, and each booster's metrics and
-    predictions on it."""
+    known: Mapping[int, Mapping[int, np.ndarray]] | None = None,
+) -> tuple[np.ndarray, list[tuple[dict[str, float], np.ndarray]], list[list[np.ndarray]]]:
+    """The labels of one split of a prepared frame, each booster's metrics and predictions
+    on it, and those predictions per partition of the frame.
+
+    ``known[i][n]`` are booster ``i``'s predictions of partition ``n``'s rows, made before:
+    used instead of predicting again when they are as many as the rows.
+    """
     rows = client.persist(prepared[prepared[SPLIT_COLUMN] == SPLITS[split]])
-    y_true = np.asarray(client.compute(rows[LABEL_COLUMN]).result())
-    scored = []
-    for booster in boosters:
-        predictions = predict(client, booster, rows, layout)
+    labels = [np.asarray(y) for y in client.gather(client.compute(rows[LABEL_COLUMN].to_delayed()))]
+    y_true = np.concatenate(labels)
+    width = len(layout.classes or []) if layout.task == "multiclass" else 1
+    # A partition without rows of the split has nothing to predict.
+    empty = {
+        n: np.zeros((0, width) if width > 1 else 0, "float32")
+        for n, y in enumerate(labels)
+        if len(y) == 0
+    }
+    scored, parts = [], []
+    for i, booster in enumerate(boosters):
+        made = {
+            **empty,
+            **{
+                n: np.asarray(p)
+                for n, p in (known or {}).get(i, {}).items()
+                if n < len(labels) and len(p) == len(labels[n])
+            },
+        }
+        missing = [n for n in range(len(labels)) if n not in made]
+        if missing:
+            from xgboost import dask as dxgb
+
+            pieces = dxgb.inplace_predict(client, booster, rows[layout.features]).to_delayed()
+            computed = client.gather(client.compute([pieces[n] for n in missing]))
+            made.update({n: np.asarray(p) for n, p in zip(missing, computed, strict=True)})
+        parts.append([made[n] for n in range(len(labels))])
+        predictions = np.concatenate(parts[-1])
         scored.append((evaluate(layout.task, y_true, predictions), predictions))
-    return y_true, scored
+    return y_true, scored, parts
 
 
 @dataclass(frozen=True)
@@ -177,6 +196,8 @@ class TrainedModel:
     base_metrics: dict[str, float] = field(default_factory=dict)
     profile: DataProfile | None = None
     evaluation: Evaluation | None = None
+    # Its predictions of each partition's test rows, by partition URI (kept with the model).
+    test_predictions: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def train_distributed(
@@ -196,6 +217,7 @@ def train_distributed(
     profile_bins: int = 10,
     version: str = "",
     compare: tuple[str, xgboost.Booster] | None = None,
+    compare_predictions: Mapping[str, np.ndarray] | None = None,
 ) -> TrainedModel:
     """Train with xgboost.dask on the client's cluster and evaluate on the test split.
 
@@ -211,7 +233,9 @@ def train_distributed(
     it was fitted on (a warm start: from every partition's validation rows, a hash sample of
     the same data, as the new train rows alone would profile the new files only). Its
     evaluation curves are drawn from the test rows, beside those of ``compare`` (the
-    champion's version and booster, when it encodes rows the same way).
+    champion's version and booster, when it encodes rows the same way), whose predictions
+    of a partition's test rows are taken from ``compare_predictions`` (by partition URI)
+    where it has them, not made again.
     """
     from xgboost import dask as dxgb
 
@@ -292,7 +316,15 @@ def train_distributed(
     # The champion (to draw beside the candidate) is the base of a warm start: scored once.
     others = [b for b in (base, compare[1] if compare else None) if b is not None]
     others = [b for i, b in enumerate(others) if all(b is not o for o in others[:i])]
-    y_test, scored = evaluate_each(client, [booster, *others], prepared, layout, "test")
+    boosters = [booster, *others]
+    # The champion's predictions made when it was trained, for the partitions they hold.
+    stored = compare_predictions or {}
+    known = {
+        i: {n: stored[u] for n, u in enumerate(uris) if u in stored}
+        for i, b in enumerate(boosters)
+        if compare is not None and b is compare[1]
+    }
+    y_test, scored, parts = evaluate_each(client, boosters, prepared, layout, "test", known)
     metrics, test_predictions = scored[0]
     base_metrics = scored[1][0] if base is not None else {}
     evaluation = Evaluation(
@@ -349,4 +381,5 @@ def train_distributed(
         base_metrics=base_metrics,
         profile=profile,
         evaluation=evaluation,
+        test_predictions=dict(zip(uris, parts[0], strict=True)),
     )

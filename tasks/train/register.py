@@ -6,6 +6,7 @@ import logging
 from importlib import metadata as importlib_metadata
 from typing import TYPE_CHECKING
 
+import numpy as np
 from distributed import Client
 
 from blocks.registry import ModelRegistry
@@ -18,6 +19,7 @@ from tasks.train.checkpoint import Checkpoints
 from tasks.train.distributed import train_distributed
 from tasks.train.metrics import gain_importance
 from tasks.train.plan import TrainingPlan, planned_rounds
+from tasks.train.predictions import decode_predictions, encode_predictions, reusable_predictions
 from tasks.train.progress import follow_training
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ def train_and_register(
     compare = champion_to_compare(registry, spec.name, plan)
     if warm and base is not None and compare is not None and compare[0] == warm.base_version:
         compare = (warm.base_version, base)  # the same model: predicted once
+    known = champion_predictions(registry, spec.name, compare[0], plan) if compare else {}
     trained = train_distributed(
         client,
         uris=plan.partition_uris,
@@ -85,6 +88,7 @@ def train_and_register(
         profile_bins=spec.monitoring.bins,
         version=plan.model_version,
         compare=compare,
+        compare_predictions=known,
     )
     metadata = ModelMetadata(
         model_name=spec.name,
@@ -120,6 +124,7 @@ def train_and_register(
             bytes(trained.booster.save_raw(raw_format="ubj")),
             profile=trained.profile,
             evaluation=trained.evaluation,
+            test_predictions=encode_predictions(trained.test_predictions),
         )
     except VersionExists:
         # An overlapping run registered these inputs first (it took the training lease
@@ -158,6 +163,28 @@ def champion_to_compare(
         # a new model (promotion then reports it).
         logger.warning("Champion %s@%s not drawn beside the candidate: %s", name, champion, err)
         return None
+
+
+def champion_predictions(
+    registry: ModelRegistry, name: str, champion: str, plan: TrainingPlan
+) -> dict[str, np.ndarray]:
+    """The champion's predictions of the test rows of the plan's partitions, made when it
+    was trained (by partition URI), where they still hold; {} for an older model."""
+    stored = registry.test_predictions(name, champion)
+    if stored is None:
+        return {}
+    try:
+        by_partition = decode_predictions(stored)
+    except Exception as err:  # pyarrow raises several kinds for a damaged file
+        # Only a shortcut: the champion's test rows are predicted again.
+        logger.warning("Champion %s@%s's stored predictions not used: %s", name, champion, err)
+        return {}
+    return reusable_predictions(
+        by_partition,
+        model=registry.metadata(name, champion),
+        uris=plan.partition_uris,
+        excluded=plan.excluded,
+    )
 
 
 def find_registered_model(*, lake: str, model_name: str, version: str) -> ModelCandidate | None:

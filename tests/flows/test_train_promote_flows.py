@@ -4,6 +4,7 @@ import itertools
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import xgboost
 
@@ -12,8 +13,12 @@ from flows.ingest import ingest_flow
 from flows.promote import promote_flow
 from flows.train import train_flow
 from flows.validate import validate_flow
+from tasks.lake import partition_of
 from tasks.promote.rescore import champion_score
 from tasks.spec import load_spec
+from tasks.train.features import LABEL_COLUMN, SPLIT_COLUMN, prepare_frame
+from tasks.train.metrics import evaluate
+from tasks.train.predictions import decode_predictions
 from tests.support.artifacts import read_artifact
 from tests.support.bokeh_pages import named_sources
 
@@ -44,6 +49,7 @@ def test_train_registers_a_ubjson_model_with_full_metadata_and_reuses_it(
         "metadata.json",
         "model.ubj",
         "profile.json",
+        "test_predictions.parquet",
     ]
     meta = json.loads((folder / "metadata.json").read_text())
     assert meta["dataset_version"] == candidate.dataset_version
@@ -266,6 +272,20 @@ def test_added_files_warm_start_the_champion_until_too_many_rows_were_added(
     decision = registry.decisions("customers")[-1]
     assert decision.candidate == warm_version and decision.champion_before == full
     assert decision.champion_value == ws.base_metrics["roc_auc"]
+    # Each model keeps its predictions of its test rows by partition. The warm start took
+    # the champion's for the partitions it was trained on and predicted only the new
+    # file's test rows: its score is the one predicting them all gives.
+    kept = {
+        version: decode_predictions(registry.test_predictions("customers", version) or b"")
+        for version in (full, warm_version)
+    }
+    assert set(kept[full]) == {partition_of(u) for u in base.partitions}
+    assert set(kept[warm_version]) == {partition_of(u) for u in warm.partitions}
+    test = pd.concat(
+        [prepare_frame(pd.read_parquet(u), warm.layout) for u in warm.partitions]
+    ).query(f"{SPLIT_COLUMN} == 2")
+    predicted = registry.load_booster("customers", full).inplace_predict(test[warm.layout.features])
+    assert ws.base_metrics == evaluate("binary", test[LABEL_COLUMN].to_numpy(), predicted)
 
     # Nothing new: the same model again, whether or not it became the champion.
     again = train_flow(spec=spec, lake=lake)

@@ -334,3 +334,56 @@ def test_warm_start_continues_only_a_comparable_champion_on_added_partitions(ing
         spec=ingested.spec, version=ingested.version, report=ingested.report, champion=champion
     )
     assert off.warm_start is None and off.model_version == plan.model_version
+
+
+def test_the_champions_stored_test_predictions_are_used_not_made_again(
+    ingested, dask_client
+) -> None:
+    """The candidate's predictions come back by partition (to be kept with it); the
+    champion's drawn beside it are taken from ``compare_predictions`` where it holds as
+    many as the partition has test rows, and predicted on the cluster elsewhere."""
+    plan = plan_training(spec=ingested.spec, version=ingested.version, report=ingested.report)
+
+    def train(**kwargs):  # type: ignore[no-untyped-def]
+        return train_distributed(
+            dask_client,
+            uris=plan.partition_uris,
+            layout=plan.layout,
+            params=plan.params,
+            num_boost_round=20,
+            early_stopping_rounds=None,
+            **kwargs,
+        )
+
+    champion = train()
+    # Kept by partition: together they are every test row, in the partitions' order.
+    assert list(champion.test_predictions) == plan.partition_uris
+    assert sum(map(len, champion.test_predictions.values())) == champion.rows["test"]
+    booster = champion.booster
+    # The champion's own predictions: the same curves as predicting again.
+    made_again = train(compare=("champ", booster))
+    reused = train(compare=("champ", booster), compare_predictions=champion.test_predictions)
+    assert made_again.evaluation is not None and reused.evaluation is not None
+    assert reused.evaluation.models[1] == made_again.evaluation.models[1]
+    assert reused.evaluation.models[1].metrics == champion.metrics
+    # Predictions that are not the champion's show that they were taken, not made again;
+    # a stored array of the wrong length is not taken.
+    first, second, *_ = plan.partition_uris
+    altered = {
+        first: np.full(len(champion.test_predictions[first]), 0.5, "float32"),
+        second: np.full(len(champion.test_predictions[second]) + 1, 0.5, "float32"),
+    }
+    mixed = train(compare=("champ", booster), compare_predictions=altered)
+    assert mixed.evaluation is not None
+    y_test = np.concatenate(
+        [
+            prepare_frame(pd.read_parquet(u), plan.layout)
+            .query(f"{SPLIT_COLUMN} == 2")[LABEL_COLUMN]
+            .to_numpy()
+            for u in plan.partition_uris
+        ]
+    )
+    expected = np.concatenate(
+        [altered[first], *(champion.test_predictions[u] for u in plan.partition_uris[1:])]
+    )
+    assert mixed.evaluation.models[1].metrics == evaluate("binary", y_test, expected)
