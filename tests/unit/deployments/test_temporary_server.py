@@ -27,22 +27,24 @@ pytestmark = pytest.mark.timeout(30)
 Message = MutableMapping[str, Any]
 
 
-def sqlite_error(folder: Path, *, snapshot: bool) -> sqlalchemy.exc.OperationalError:
+def sqlite_error(folder: Path, *, committed: bool) -> sqlalchemy.exc.OperationalError:
     """SQLite's refusal as Prefect's server sees it (wrapped by SQLAlchemy): a write whose
-    read snapshot another write changed (``snapshot``), or a lock held past the wait."""
-    path = folder / f"race-{snapshot}.db"
+    transaction read before another write took the lock, which has ``committed`` since
+    (``SQLITE_BUSY_SNAPSHOT``) or still holds it (``SQLITE_BUSY``, as at the end of a busy
+    wait)."""
+    path = folder / f"race-{committed}.db"
     path.unlink(missing_ok=True)
     first = sqlite3.connect(path, isolation_level=None, timeout=0)
     second = sqlite3.connect(path, isolation_level=None, timeout=0)
     first.execute("PRAGMA journal_mode=WAL")
     first.execute("CREATE TABLE runs (id INTEGER)")
     try:
-        if snapshot:
-            first.execute("BEGIN DEFERRED")
-            first.execute("SELECT * FROM runs").fetchall()
-            second.execute("INSERT INTO runs VALUES (1)")
-        else:
-            second.execute("BEGIN IMMEDIATE")
+        first.execute("BEGIN DEFERRED")
+        first.execute("SELECT * FROM runs").fetchall()
+        second.execute("BEGIN IMMEDIATE")
+        second.execute("INSERT INTO runs VALUES (1)")
+        if committed:
+            second.execute("COMMIT")
         first.execute("INSERT INTO runs VALUES (2)")
     except sqlite3.OperationalError as refused:
         return sqlalchemy.exc.OperationalError("INSERT INTO runs", {}, refused)
@@ -85,30 +87,39 @@ def post(app: Any, body: str) -> httpx.Response:
 
 
 def test_sqlite_errors_are_told_apart(tmp_path: Path) -> None:
-    assert lost_race(sqlite_error(tmp_path, snapshot=True))
-    assert not lost_race(sqlite_error(tmp_path, snapshot=False))
+    snapshot = sqlite_error(tmp_path, committed=True)
+    locked = sqlite_error(tmp_path, committed=False)
+    assert getattr(snapshot.orig, "sqlite_errorname", None) == "SQLITE_BUSY_SNAPSHOT"
+    assert getattr(locked.orig, "sqlite_errorname", None) == "SQLITE_BUSY"
+    assert lost_race(snapshot) and lost_race(snapshot, at_once=False)
+    # A lock still held: refused at once, the write lost a race; after the wait, it did not.
+    assert lost_race(locked) and not lost_race(locked, at_once=False)
     assert not lost_race(RuntimeError("database is locked"))
 
 
-def test_a_write_that_lost_a_race_is_sent_again_with_its_whole_body(tmp_path: Path) -> None:
-    app, bodies = prefect_like_app([sqlite_error(tmp_path, snapshot=True)] * 2)
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_write_that_lost_a_race_is_sent_again_with_its_whole_body(
+    tmp_path: Path, committed: bool
+) -> None:
+    app, bodies = prefect_like_app([sqlite_error(tmp_path, committed=committed)] * 2)
     answer = post(RetryLostWrites(app, pauses=(0.0, 0.0, 0.0)), '{"name": "ingest"}')
     assert answer.status_code == 201 and answer.json() == {"got": '{"name": "ingest"}'}
     assert bodies == [b'{"name": "ingest"}'] * 3
 
 
 def test_after_the_last_pause_the_client_gets_the_503(tmp_path: Path) -> None:
-    app, bodies = prefect_like_app([sqlite_error(tmp_path, snapshot=True)] * 5)
+    app, bodies = prefect_like_app([sqlite_error(tmp_path, committed=True)] * 5)
     answer = post(RetryLostWrites(app, pauses=(0.0, 0.0)), "{}")
     assert answer.status_code == 503 and len(bodies) == 3
 
 
 def test_other_503s_go_to_the_client_as_they_are(tmp_path: Path) -> None:
-    """A lock still held after SQLite's wait, or any other error: answered once, not
-    retried (Prefect's client backs off and asks again itself)."""
-    for error in (sqlite_error(tmp_path, snapshot=False), RuntimeError("boom")):
+    """A lock still held after SQLite's wait (here: any refusal counts as after it), or any
+    other error: answered once, not retried (Prefect's client backs off and asks again)."""
+    waited = (sqlite_error(tmp_path, committed=False), 0.0)
+    for error, at_once in (waited, (RuntimeError("boom"), 1.0)):
         app, bodies = prefect_like_app([error])
-        assert post(RetryLostWrites(app), "{}").status_code == 503
+        assert post(RetryLostWrites(app, at_once=at_once), "{}").status_code == 503
         assert len(bodies) == 1
 
 
