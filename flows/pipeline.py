@@ -68,10 +68,9 @@ def ml_pipeline(
                 )
             )(spec=spec, source=source, lake=lake, cluster=cluster, cache=cache)
         version = ingested.version
-        if ingested.new_partitions:
-            # New data: training follows. Its local workers fork from a forkserver that
-            # imports XGBoost while the data is validated (no-op if ingest started one).
-            start_forkserver_early(config, ("train",))
+        # New data: training follows; its local workers (and validation's) fork from a
+        # forkserver that imports while the stages before them run.
+        start_forkserver_early(config, new_partitions=len(ingested.new_partitions))
         with clock("validate"):
             report = validate_flow.with_options(
                 task_runner=stage_task_runner(

@@ -422,18 +422,21 @@ def start_forkserver(stages: Iterable[Stage]) -> None:
     forkserver.ensure_running()
 
 
-def start_forkserver_early(config: DaskClusterConfig, stages: Iterable[Stage]) -> None:
-    """Start the forkserver the local workers of ``stages`` will fork from now, if ``config``
-    creates local worker processes and none is running yet.
+def start_forkserver_early(config: DaskClusterConfig, *, new_partitions: int) -> None:
+    """Start the forkserver the local workers of a run that ingested ``new_partitions`` new
+    partitions will fork from now, if ``config`` creates local worker processes, there is
+    new data and none is running yet.
 
-    A run whose ingest and validation each had one partition ran them in this process
-    (``plan.py``) and started no forkserver: its training stage would otherwise start one
-    when it needs its worker, and wait seconds for its imports. Started when a run knows
-    those stages will follow, it imports while the stages before them run.
+    A run whose ingest had one split ran it in this process (``plan.py``) and started no
+    forkserver; its training stage would otherwise start one when it needs its worker, and
+    wait seconds for its imports. One new partition is validated in this process too, so
+    the forkserver imports what training runs; more are validated on workers forked from
+    it, so it imports what validation runs as well. Started once a run knows those stages
+    follow, it imports while the stages before them run.
     """
-    if config.mode != "local":
+    if config.mode != "local" or new_partitions < 1:
         return
-    start_forkserver(stages)
+    start_forkserver(("validate", "train") if new_partitions > 1 else ("train",))
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from tasks.runtime.runner import (
     closing_in_background,
     cluster_config,
     cluster_name,
+    has_forkserver,
     start_forkserver,
 )
 
@@ -257,32 +258,44 @@ from tasks.runtime.runner import start_forkserver_early
 def preloaded():
     return sorted(m for m in ("great_expectations", "prefect", "xgboost") if m in sys.modules)
 
+def running():
+    return forkserver._forkserver._forkserver_pid is not None
+
 if __name__ == "__main__":
+    new = int(sys.argv[1])
     remote = DaskClusterConfig(mode="address", address="tcp://127.0.0.1:9")
-    start_forkserver_early(remote, ("train",))
-    print(forkserver._forkserver._forkserver_pid is None)
-    start_forkserver_early(DaskClusterConfig(), ("train",))
-    print(forkserver._forkserver._forkserver_pid is not None)
+    start_forkserver_early(remote, new_partitions=new)
+    start_forkserver_early(DaskClusterConfig(), new_partitions=0)
+    print(running())
+    start_forkserver_early(DaskClusterConfig(), new_partitions=new)
     with multiprocessing.get_context("forkserver").Pool(1) as pool:
         print(pool.apply(preloaded))
 """
 
 
+@pytest.mark.skipif(not has_forkserver(), reason="no forkserver on this platform")
 @pytest.mark.timeout(120)
-def test_a_run_with_new_data_starts_the_forkserver_for_training_early(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """``start_forkserver_early`` (called by the pipeline once ingest found new data) starts
-    the forkserver with training's imports, so a worker forked from it has XGBoost before
-    its first task; it starts nothing for a cluster this process does not create."""
+def test_a_run_with_new_data_starts_the_forkserver_early_with_what_follows(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``start_forkserver_early`` (called by the pipeline once ingest is done) starts
+    nothing for a cluster this process does not create or a run without new data. With one
+    new partition (validated in this process) the forkserver imports training's libraries,
+    with more also validation's, so workers forked from it have them before their first
+    task."""
     script = tmp_path / "early.py"
     script.write_text(_EARLY_FORKSERVER)
     root = Path(__file__).resolve().parents[3]
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=True,
-    )
-    assert done.stdout.split("\n")[:3] == ["True", "True", "['prefect', 'xgboost']"]
+    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
+    for new, imported in (
+        (1, "['prefect', 'xgboost']"),
+        (2, "['great_expectations', 'prefect', 'xgboost']"),
+    ):
+        done = subprocess.run(
+            [sys.executable, str(script), str(new)],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": path},
+            capture_output=True,
+            text=True,
+            timeout=110,
+            check=True,
+        )
+        assert done.stdout.split("\n")[:2] == ["False", imported]
