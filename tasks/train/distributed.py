@@ -31,6 +31,7 @@ from tasks.train.checkpoint import (
 from tasks.train.evaluation import model_curves, shap_importance, shap_result, shap_sample
 from tasks.train.features import LABEL_COLUMN, SPLIT_COLUMN, SPLITS, prepare_frame
 from tasks.train.metrics import evaluate
+from tasks.train.predictions import Kept
 from tasks.train.profile import training_profile
 from tasks.train.progress import progress_callback
 
@@ -141,43 +142,37 @@ def evaluate_each(
     prepared: dd.DataFrame,
     layout: FeatureLayout,
     split: str,
-    known: Mapping[int, Mapping[int, np.ndarray]] | None = None,
-) -> tuple[np.ndarray, list[tuple[dict[str, float], np.ndarray]], list[list[np.ndarray]]]:
+    known: Mapping[int, Mapping[int, Kept]] | None = None,
+) -> tuple[np.ndarray, list[tuple[dict[str, float], np.ndarray]], list[list[Kept]]]:
     """The labels of one split of a prepared frame, each booster's metrics and predictions
-    on it, and those predictions per partition of the frame.
+    on it, and its labels and predictions per partition of the frame.
 
     ``known[i][n]`` are booster ``i``'s predictions of partition ``n``'s rows, made before:
-    used instead of predicting again when they are as many as the rows.
+    used instead of predicting again when they came with the labels of these rows.
     """
     rows = client.persist(prepared[prepared[SPLIT_COLUMN] == SPLITS[split]])
     labels = [np.asarray(y) for y in client.gather(client.compute(rows[LABEL_COLUMN].to_delayed()))]
     y_true = np.concatenate(labels)
-    width = len(layout.classes or []) if layout.task == "multiclass" else 1
-    # A partition without rows of the split has nothing to predict.
-    empty = {
-        n: np.zeros((0, width) if width > 1 else 0, "float32")
-        for n, y in enumerate(labels)
-        if len(y) == 0
-    }
     scored, parts = [], []
     for i, booster in enumerate(boosters):
         made = {
-            **empty,
-            **{
-                n: np.asarray(p)
-                for n, p in (known or {}).get(i, {}).items()
-                if n < len(labels) and len(p) == len(labels[n])
-            },
+            n: np.asarray(k.predictions)
+            for n, k in (known or {}).get(i, {}).items()
+            if n < len(labels) and len(labels[n]) and np.array_equal(k.labels, labels[n])
         }
-        missing = [n for n in range(len(labels)) if n not in made]
+        missing = [n for n, y in enumerate(labels) if len(y) and n not in made]
         if missing:
             from xgboost import dask as dxgb
 
             pieces = dxgb.inplace_predict(client, booster, rows[layout.features]).to_delayed()
             computed = client.gather(client.compute([pieces[n] for n in missing]))
             made.update({n: np.asarray(p) for n, p in zip(missing, computed, strict=True)})
-        parts.append([made[n] for n in range(len(labels))])
-        predictions = np.concatenate(parts[-1])
+        # A partition without rows of the split has nothing to predict (one has: the split
+        # is never empty here), shaped as the others' predictions.
+        some = next(iter(made.values()))
+        none = np.zeros((0, *some.shape[1:]), some.dtype)
+        parts.append([Kept(y, made.get(n, none)) for n, y in enumerate(labels)])
+        predictions = np.concatenate([k.predictions for k in parts[-1]])
         scored.append((evaluate(layout.task, y_true, predictions), predictions))
     return y_true, scored, parts
 
@@ -196,8 +191,8 @@ class TrainedModel:
     base_metrics: dict[str, float] = field(default_factory=dict)
     profile: DataProfile | None = None
     evaluation: Evaluation | None = None
-    # Its predictions of each partition's test rows, by partition URI (kept with the model).
-    test_predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    # Each partition's test rows as it saw them, by partition URI (kept with the model).
+    test_predictions: dict[str, Kept] = field(default_factory=dict)
 
 
 def train_distributed(
@@ -217,7 +212,7 @@ def train_distributed(
     profile_bins: int = 10,
     version: str = "",
     compare: tuple[str, xgboost.Booster] | None = None,
-    compare_predictions: Mapping[str, np.ndarray] | None = None,
+    compare_predictions: Mapping[str, Kept] | None = None,
 ) -> TrainedModel:
     """Train with xgboost.dask on the client's cluster and evaluate on the test split.
 

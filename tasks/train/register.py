@@ -6,7 +6,6 @@ import logging
 from importlib import metadata as importlib_metadata
 from typing import TYPE_CHECKING
 
-import numpy as np
 from distributed import Client
 
 from blocks.registry import ModelRegistry
@@ -19,7 +18,12 @@ from tasks.train.checkpoint import Checkpoints
 from tasks.train.distributed import train_distributed
 from tasks.train.metrics import gain_importance
 from tasks.train.plan import TrainingPlan, planned_rounds
-from tasks.train.predictions import decode_predictions, encode_predictions, reusable_predictions
+from tasks.train.predictions import (
+    Kept,
+    decode_predictions,
+    encode_predictions,
+    reusable_predictions,
+)
 from tasks.train.progress import follow_training
 
 logger = logging.getLogger(__name__)
@@ -167,17 +171,18 @@ def champion_to_compare(
 
 def champion_predictions(
     registry: ModelRegistry, name: str, champion: str, plan: TrainingPlan
-) -> dict[str, np.ndarray]:
-    """The champion's predictions of the test rows of the plan's partitions, made when it
-    was trained (by partition URI), where they still hold; {} for an older model."""
-    stored = registry.test_predictions(name, champion)
-    if stored is None:
-        return {}
+) -> dict[str, Kept]:
+    """The champion's test rows of the plan's partitions as it saw them when it was
+    trained (labels and predictions, by partition URI), where they still hold; {} for an
+    older model."""
     try:
-        by_partition = decode_predictions(stored)
-    except Exception as err:  # pyarrow raises several kinds for a damaged file
+        stored = registry.test_predictions(name, champion)
+        by_partition = decode_predictions(stored) if stored is not None else {}
+    except Exception as err:  # a store error, or a damaged file (pyarrow raises several kinds)
         # Only a shortcut: the champion's test rows are predicted again.
-        logger.warning("Champion %s@%s's stored predictions not used: %s", name, champion, err)
+        logger.warning("Champion %s@%s's kept predictions not used: %s", name, champion, err)
+        return {}
+    if not by_partition:
         return {}
     return reusable_predictions(
         by_partition,

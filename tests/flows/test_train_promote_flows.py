@@ -281,6 +281,7 @@ def test_added_files_warm_start_the_champion_until_too_many_rows_were_added(
     }
     assert set(kept[full]) == {partition_of(u) for u in base.partitions}
     assert set(kept[warm_version]) == {partition_of(u) for u in warm.partitions}
+    assert sum(len(k.labels) for k in kept[warm_version].values()) == warm.rows["test"]
     test = pd.concat(
         [prepare_frame(pd.read_parquet(u), warm.layout) for u in warm.partitions]
     ).query(f"{SPLIT_COLUMN} == 2")

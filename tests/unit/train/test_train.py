@@ -336,12 +336,13 @@ def test_warm_start_continues_only_a_comparable_champion_on_added_partitions(ing
     assert off.warm_start is None and off.model_version == plan.model_version
 
 
-def test_the_champions_stored_test_predictions_are_used_not_made_again(
-    ingested, dask_client
-) -> None:
-    """The candidate's predictions come back by partition (to be kept with it); the
-    champion's drawn beside it are taken from ``compare_predictions`` where it holds as
-    many as the partition has test rows, and predicted on the cluster elsewhere."""
+def test_the_champions_kept_test_predictions_are_used_not_made_again(ingested, dask_client) -> None:
+    """The candidate's test rows come back by partition, labels and predictions (to be kept
+    with it); the champion's drawn beside it are taken from ``compare_predictions`` where
+    they came with the labels of the rows gathered now, and predicted on the cluster
+    elsewhere."""
+    from tasks.train.predictions import Kept
+
     plan = plan_training(spec=ingested.spec, version=ingested.version, report=ingested.report)
 
     def train(**kwargs):  # type: ignore[no-untyped-def]
@@ -356,34 +357,28 @@ def test_the_champions_stored_test_predictions_are_used_not_made_again(
         )
 
     champion = train()
+    kept = champion.test_predictions
     # Kept by partition: together they are every test row, in the partitions' order.
-    assert list(champion.test_predictions) == plan.partition_uris
-    assert sum(map(len, champion.test_predictions.values())) == champion.rows["test"]
+    assert list(kept) == plan.partition_uris
+    assert sum(len(k.labels) for k in kept.values()) == champion.rows["test"]
     booster = champion.booster
     # The champion's own predictions: the same curves as predicting again.
     made_again = train(compare=("champ", booster))
-    reused = train(compare=("champ", booster), compare_predictions=champion.test_predictions)
+    reused = train(compare=("champ", booster), compare_predictions=kept)
     assert made_again.evaluation is not None and reused.evaluation is not None
     assert reused.evaluation.models[1] == made_again.evaluation.models[1]
     assert reused.evaluation.models[1].metrics == champion.metrics
     # Predictions that are not the champion's show that they were taken, not made again;
-    # a stored array of the wrong length is not taken.
-    first, second, *_ = plan.partition_uris
+    # ones kept with other labels (other rows) are not taken.
+    first, second, *rest = plan.partition_uris
     altered = {
-        first: np.full(len(champion.test_predictions[first]), 0.5, "float32"),
-        second: np.full(len(champion.test_predictions[second]) + 1, 0.5, "float32"),
+        first: kept[first]._replace(predictions=np.full(len(kept[first].labels), 0.5, "float32")),
+        second: Kept(1 - kept[second].labels, np.full(len(kept[second].labels), 0.5, "float32")),
     }
     mixed = train(compare=("champ", booster), compare_predictions=altered)
     assert mixed.evaluation is not None
-    y_test = np.concatenate(
-        [
-            prepare_frame(pd.read_parquet(u), plan.layout)
-            .query(f"{SPLIT_COLUMN} == 2")[LABEL_COLUMN]
-            .to_numpy()
-            for u in plan.partition_uris
-        ]
-    )
+    y_test = np.concatenate([kept[u].labels for u in plan.partition_uris])
     expected = np.concatenate(
-        [altered[first], *(champion.test_predictions[u] for u in plan.partition_uris[1:])]
+        [altered[first].predictions, *(kept[u].predictions for u in [second, *rest])]
     )
     assert mixed.evaluation.models[1].metrics == evaluate("binary", y_test, expected)
