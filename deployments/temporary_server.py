@@ -11,8 +11,9 @@ waits 2 s before it asks again (then 4, 8, ... s), which an embedded run paid at
 stage and sometimes at others. The other write is over by the time the request is tried
 again, so this app tries such a write again itself, after 50, 100, 200 and 400 ms, and only
 then answers 503, to a client that then waits as it always does. The refused transaction
-was rolled back at once, so the retry is the request Prefect's client would send, well
-within its timeout. Other 503s go to the client as they are: a lock still held after
+is rolled back (by SQLAlchemy's session, as the error leaves it), so the retry is the
+request Prefect's client would send, well within its timeout: the attempts before the last
+were each refused within a second. Other 503s go to the client as they are: a lock still held after
 SQLite's 60 s wait (also ``SQLITE_BUSY``, told apart by the time the request took) or a
 database error.
 

@@ -123,6 +123,26 @@ def test_other_503s_go_to_the_client_as_they_are(tmp_path: Path) -> None:
         assert len(bodies) == 1
 
 
+def test_a_refusal_that_came_after_a_wait_is_not_retried(tmp_path: Path) -> None:
+    """``SQLITE_BUSY`` is a lost race only when SQLite refused at once; the same error at
+    the end of a wait (here: an app that takes longer than ``at_once`` to fail) is not."""
+    error = sqlite_error(tmp_path, committed=False)
+    bodies: list[bytes] = []
+
+    async def slow(scope: Message, receive: Any, send: Any) -> None:
+        bodies.append((await receive())["body"])
+        await asyncio.sleep(0.2)
+        await send({"type": "http.response.start", "status": 503, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        raise error
+
+    assert post(RetryLostWrites(slow, pauses=(0.0,), at_once=0.1), "{}").status_code == 503
+    assert bodies == [b"{}"]
+    bodies.clear()
+    assert post(RetryLostWrites(slow, pauses=(0.0,), at_once=5.0), "{}").status_code == 503
+    assert bodies == [b"{}", b"{}"]  # refused "at once" by this measure: tried again
+
+
 def test_reads_pass_through_and_a_client_gone_mid_body_calls_nothing() -> None:
     calls: list[str] = []
 
