@@ -98,7 +98,10 @@ def test_pipeline_on_s3_survives_thirty_percent_faults(
     assert registry.load_booster("customers", result.model_version).num_boosted_rounds() > 0
     # Nothing lost or written twice.
     keys = direct.find("lake-bucket/ml", refresh=True)
-    assert len([k for k in keys if k.endswith(".parquet")]) == result.partitions_total
+    partitions = "lake-bucket/ml/datasets/customers/partitions/"
+    assert len([k for k in keys if k.startswith(partitions)]) == result.partitions_total
+    version_files = f"lake-bucket/ml/models/customers/versions/{result.model_version}/"
+    assert len([k for k in keys if k.startswith(version_files)]) == 5  # with its test rows
     datasets = [k for k in keys if k.startswith("lake-bucket/ml/datasets/customers/versions/")]
     assert len(datasets) == 1
     assert len([k for k in keys if k.endswith("/metadata.json")]) == 1
